@@ -1,0 +1,3 @@
+"""kling_async: an asyncio-first concurrent batch client for Kling multi-image generation."""
+
+__all__: list[str] = []

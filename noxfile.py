@@ -1,0 +1,73 @@
+"""Developer sessions: ``nox -s tests`` (everything CI runs) and ``nox -s demo`` (a sample batch)."""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.default_venv_backend = "venv"
+nox.options.reuse_existing_virtualenvs = True
+nox.options.sessions = ["tests"]
+
+TEST_DEPS = [
+    "pytest>=8",
+    "pytest-asyncio>=0.24",
+    "pytest-cov>=5",
+    "pytest-timeout>=2.3",
+    "aioresponses>=0.7.6",
+    "hypothesis>=6.100",
+    "blockbuster>=1.5",
+]
+LINT_DEPS = ["ruff>=0.6"]
+TYPING_DEPS = ["mypy>=1.11"]
+COVERAGE_GATE = "90"
+
+
+def _install(session: nox.Session, *extra: str) -> None:
+    session.install("-e", ".[simulator]", *extra)
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Lint, format check, strict typing and the whole test suite with a coverage gate."""
+    _install(session, *TEST_DEPS, *LINT_DEPS, *TYPING_DEPS)
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+    session.run("mypy")
+    session.run(
+        "pytest",
+        "--cov",
+        "--cov-report=term",
+        f"--cov-fail-under={COVERAGE_GATE}",
+        *session.posargs,
+    )
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff check and ruff format --check."""
+    session.install(*LINT_DEPS)
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session
+def typing(session: nox.Session) -> None:
+    """mypy --strict over the package, tests and benchmarks."""
+    _install(session, *TEST_DEPS, *TYPING_DEPS)
+    session.run("mypy")
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """The engine benchmark table (default asyncio loop and uvloop)."""
+    session.install("-e", ".[simulator,uvloop]")
+    session.run("python", "-m", "benchmarks.engine", *session.posargs)
+
+
+@nox.session
+def demo(session: nox.Session) -> None:
+    """Run the bundled sample jobs; with no COMETAPI_KEY they go to the local simulator."""
+    _install(session)
+    session.run(
+        "kling-async", "run", "examples/jobs.jsonl", "--out", "demo-out", *session.posargs
+    )
