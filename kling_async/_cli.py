@@ -1,0 +1,312 @@
+"""``kling-async``: bulk runs from a job file, with progress, results and resume.
+
+Commands::
+
+    kling-async run JOBS --out DIR      run a JSONL/CSV job file (resumable: DIR/journal.sqlite)
+    kling-async resume JOURNAL          continue an interrupted or stopped run
+    kling-async status JOURNAL          what a journal holds, without any network
+    kling-async validate JOBS           check a job file; nothing is sent
+    kling-async simulate [...]          run the local simulator stand-alone
+
+Exit codes: 0 every job succeeded, 1 some jobs failed, 2 bad usage or input, 3 the batch
+was stopped (authentication, balance), 130 interrupted (resume it).
+"""
+
+import argparse
+import logging
+import os
+import pathlib
+import sys
+from collections.abc import Sequence
+from typing import Final
+
+from rich.console import Console
+
+from . import _cli_run as run
+from ._cli_jobs import load_jobs
+from ._cli_progress import Display, make_display
+
+__all__ = ["main"]
+
+PROG: Final = "kling-async"
+COMMANDS: Final = ("run", "resume", "status", "validate", "simulate")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def _add_output_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument(
+        "-q", "--quiet", action="store_true", help="print nothing but errors (see the exit code)"
+    )
+    group.add_argument(
+        "--json", action="store_true", help="print one JSON event per line instead of text"
+    )
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help="log the library's decisions (retries, backoff, adoption); -vv for debug",
+    )
+
+
+def _add_run_flags(parser: argparse.ArgumentParser, *, resume: bool) -> None:
+    limits = parser.add_argument_group("limits")
+    limits.add_argument(
+        "--concurrency",
+        type=_positive_int,
+        metavar="N",
+        help="tasks running at once per kind (the account limit; adapts down on 1303)",
+    )
+    limits.add_argument(
+        "--rate", type=_positive_float, metavar="R", help="API requests per second at most"
+    )
+    limits.add_argument(
+        "--deadline",
+        type=_positive_float,
+        metavar="S",
+        help="give up on a job after S seconds (its task may still finish server-side)",
+    )
+    target = parser.add_argument_group(
+        "target",
+        "The API key comes from the environment only: COMETAPI_KEY (profile cometapi), "
+        "KLING_API_KEY or KLING_ACCESS_KEY + KLING_SECRET_KEY (profile kling). "
+        "With no key the run goes to a local in-process simulator.",
+    )
+    target.add_argument(
+        "--simulate",
+        action="store_true",
+        default=None,
+        help="run against a local in-process simulator even when a key is set",
+    )
+    target.add_argument(
+        "--base-url",
+        metavar="URL",
+        help="API base URL (default: env COMETAPI_BASE_URL / KLING_BASE_URL, else the "
+        "profile's); e.g. a stand-alone simulator or a proxy",
+    )
+    target.add_argument(
+        "--profile",
+        choices=("cometapi", "kling"),
+        default=None if resume else "cometapi",
+        help="CometAPI relay (default) or Kling's own API",
+    )
+    target.add_argument(
+        "--time-scale",
+        type=_positive_float,
+        metavar="F",
+        help=f"simulator only: real seconds per simulated second (default {run.DEMO_TIME_SCALE})",
+    )
+    _add_output_flags(parser)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``kling-async``."""
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Bulk multi-image video and image generation with Kling (via CometAPI).",
+        epilog="Exit codes: 0 all succeeded, 1 some failed, 2 bad usage or input, "
+        "3 batch stopped (auth, balance), 130 interrupted.",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    run_parser = commands.add_parser(
+        "run",
+        help="run every job of a JSONL or CSV file",
+        description="Run every job of a JSONL or CSV job file and download the results. "
+        "The whole file is checked first; nothing is sent while a row is invalid "
+        "(unless --skip-invalid).",
+    )
+    run_parser.add_argument("jobs", type=pathlib.Path, metavar="JOBS", help="JSONL or CSV file")
+    run_parser.add_argument(
+        "--out",
+        "-o",
+        required=True,
+        type=pathlib.Path,
+        metavar="DIR",
+        help="folder for the result files and results.jsonl",
+    )
+    run_parser.add_argument(
+        "--journal",
+        type=pathlib.Path,
+        metavar="FILE",
+        help="the run's journal, for resume (default DIR/journal.sqlite)",
+    )
+    run_parser.add_argument(
+        "--skip-invalid",
+        action="store_true",
+        help="run the valid rows when some are invalid (they are reported and skipped)",
+    )
+    _add_run_flags(run_parser, resume=False)
+    run_parser.set_defaults(handler=_cmd_run)
+
+    resume_parser = commands.add_parser(
+        "resume",
+        help="continue a run from its journal",
+        description="Continue a run from its journal: finished jobs are not sent again, "
+        "running tasks are picked up, pending jobs are submitted. Settings come from the "
+        "first run unless given again.",
+    )
+    resume_parser.add_argument(
+        "journal", type=pathlib.Path, metavar="JOURNAL", help="the journal of the run"
+    )
+    _add_run_flags(resume_parser, resume=True)
+    resume_parser.set_defaults(handler=_cmd_resume)
+
+    status_parser = commands.add_parser(
+        "status",
+        help="show what a journal holds (no network)",
+        description="Show the jobs of a run's journal by state, without any network call.",
+    )
+    status_parser.add_argument(
+        "journal", type=pathlib.Path, metavar="JOURNAL", help="the journal of the run"
+    )
+    status_parser.add_argument("--json", action="store_true", help="print one JSON object")
+    status_parser.set_defaults(handler=_cmd_status)
+
+    validate_parser = commands.add_parser(
+        "validate",
+        help="check a job file without sending anything",
+        description="Check every row of a job file: fields, values and the local images' "
+        "format, size and dimensions. Nothing is sent.",
+    )
+    validate_parser.add_argument("jobs", type=pathlib.Path, metavar="JOBS")
+    validate_parser.add_argument("--json", action="store_true", help="print JSON events")
+    validate_parser.add_argument("-q", "--quiet", action="store_true", help="only the exit code")
+    validate_parser.set_defaults(handler=_cmd_validate)
+
+    commands.add_parser(
+        "simulate",
+        help="run the local CometAPI/Kling simulator (see: simulate --help)",
+        add_help=False,
+    )
+    return parser
+
+
+def _setup_logging(verbosity: int, console: Console | None) -> None:
+    if verbosity <= 0:
+        return
+    level = logging.INFO if verbosity == 1 else logging.DEBUG
+    handler: logging.Handler
+    if console is not None and console.is_terminal:
+        from rich.logging import RichHandler  # noqa: PLC0415 - only when asked for
+
+        handler = RichHandler(console=console, show_path=False)
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    logger = logging.getLogger("kling_async")
+    logger.setLevel(level)
+    logger.addHandler(handler)
+
+
+def _display(args: argparse.Namespace) -> tuple[Display, Console | None]:
+    quiet = bool(getattr(args, "quiet", False))
+    json_events = bool(getattr(args, "json", False))
+    console = None if quiet or json_events else Console(highlight=False)
+    display = make_display(json_events=json_events, quiet=quiet, console=console)
+    _setup_logging(getattr(args, "verbose", 0), console)
+    return display, console
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    display, _ = _display(args)
+    try:
+        job_file, jobs, problems = load_jobs(args.jobs)
+    except (OSError, UnicodeDecodeError) as exc:
+        display.warning(f"{PROG}: cannot read {args.jobs}: {exc}")
+        return run.EXIT_USAGE
+    display.problems(str(args.jobs), problems, rows=job_file.rows)
+    kinds = [job.request.kind.value for job in jobs]
+    summary = (
+        f"{args.jobs}: {len(jobs)} of {job_file.rows} job(s) valid "
+        f"({kinds.count('video')} video, {kinds.count('image')} image)"
+    )
+    if not args.json and not getattr(args, "quiet", False):
+        display.notice(summary)
+    if problems or not job_file.rows:
+        if not job_file.rows:
+            display.warning(f"{args.jobs}: no jobs found")
+        return run.EXIT_USAGE
+    return run.EXIT_OK
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    display, _ = _display(args)
+    settings = run.RunSettings(
+        jobs=args.jobs.resolve(),
+        out_dir=args.out.resolve(),
+        journal=(args.journal or args.out / run.JOURNAL_FILE).resolve(),
+        concurrency=args.concurrency,
+        rate=args.rate,
+        deadline=args.deadline,
+        simulate=bool(args.simulate),
+        base_url=args.base_url,
+        profile=args.profile,
+        time_scale=args.time_scale,
+        skip_invalid=args.skip_invalid,
+    )
+    return run.run_command(settings, display, env=os.environ)
+
+
+def _cmd_resume(args: argparse.Namespace) -> int:
+    display, _ = _display(args)
+    overrides = {
+        name: getattr(args, name)
+        for name in ("concurrency", "rate", "deadline", "simulate", "base_url", "profile")
+        if getattr(args, name) is not None
+    }
+    if args.time_scale is not None:
+        overrides["time_scale"] = args.time_scale
+    return run.resume_command(args.journal.resolve(), overrides, display, env=os.environ)
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    return run.status_command(args.journal, json_output=args.json)
+
+
+def _simulate(argv: Sequence[str]) -> int:
+    from .simulator import main as simulator_main  # noqa: PLC0415 - aiohttp.web only when used
+
+    try:
+        return simulator_main(list(argv))
+    except SystemExit as exc:  # argparse inside the simulator: --help or a usage error
+        return exc.code if isinstance(exc.code, int) else run.EXIT_USAGE
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``kling-async`` with ``argv`` (default ``sys.argv[1:]``); return the exit code."""
+    args_list = sys.argv[1:] if argv is None else list(argv)
+    if args_list and args_list[0] == "simulate":
+        return _simulate(args_list[1:])
+    parser = build_parser()
+    try:
+        args = parser.parse_args(args_list)
+    except SystemExit as exc:  # --help (0) or a usage error (2)
+        return exc.code if isinstance(exc.code, int) else run.EXIT_USAGE
+    handler = args.handler
+    code: int = handler(args)
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

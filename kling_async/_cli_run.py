@@ -1,0 +1,652 @@
+"""The ``run``, ``resume`` and ``status`` commands: from a checked job file to files on disk.
+
+``run`` checks the whole job file first, picks the target (the real API when a key is in
+the environment, else an in-process simulator), then drives one batch with a journal
+and downloads, feeding the progress display and ``results.jsonl`` as jobs finish. The
+settings of a run are saved next to its journal so ``resume`` needs only the journal.
+"""
+
+import contextlib
+import json
+import pathlib
+import signal
+import sys
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any, Final
+
+import anyio
+import anyio.lowlevel
+import attrs
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+from . import _cli_api as ka
+from ._cli_jobs import JobProblem, ParsedJob, load_jobs
+from ._cli_progress import Display, JobRecord, ProgressTracker, RunSummary, format_duration
+from ._cli_results import (
+    RESULTS_FILE,
+    ResultsWriter,
+    count_statuses,
+    invalid_record,
+    record_from_outcome,
+    total_units,
+)
+
+__all__ = [
+    "DEMO_TIME_SCALE",
+    "EXIT_FAILED",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "EXIT_STOPPED",
+    "EXIT_USAGE",
+    "JOURNAL_FILE",
+    "RunSettings",
+    "resume_command",
+    "run_command",
+    "status_command",
+]
+
+EXIT_OK: Final = 0
+EXIT_FAILED: Final = 1
+EXIT_USAGE: Final = 2
+EXIT_STOPPED: Final = 3
+EXIT_INTERRUPTED: Final = 130
+
+JOURNAL_FILE: Final = "journal.sqlite"
+SETTINGS_SUFFIX: Final = ".run.json"
+DEMO_TIME_SCALE: Final = 0.02
+"""Real seconds per simulated second for the in-process simulator: a 60 s video in 1.2 s."""
+TICK: Final = 0.25
+STATUS_ROWS: Final = 40
+
+
+@attrs.frozen(kw_only=True)
+class RunSettings:
+    """Everything a run needs besides the key (which is read from the environment only)."""
+
+    jobs: pathlib.Path | None
+    out_dir: pathlib.Path
+    journal: pathlib.Path
+    concurrency: int | None = None
+    rate: float | None = None
+    deadline: float | None = None
+    simulate: bool = False
+    base_url: str | None = None
+    profile: str | None = "cometapi"
+    time_scale: float | None = None
+    skip_invalid: bool = False
+
+    def to_json(self) -> dict[str, object]:
+        """The settings as saved next to the journal (no secrets in here)."""
+        data = attrs.asdict(self)
+        for name in ("jobs", "out_dir", "journal"):
+            value = data[name]
+            data[name] = None if value is None else str(value)
+        return data
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any], journal: pathlib.Path) -> "RunSettings":
+        """Read saved settings (the journal's own path wins over the saved one)."""
+        names = {field.name for field in attrs.fields(cls)}
+        values = {name: value for name, value in data.items() if name in names}
+        values["jobs"] = None if values.get("jobs") is None else pathlib.Path(values["jobs"])
+        values["out_dir"] = pathlib.Path(values.get("out_dir") or journal.parent)
+        values["journal"] = journal
+        return cls(**values)
+
+
+def settings_path(journal: pathlib.Path) -> pathlib.Path:
+    """Where the settings of the run with this journal are saved."""
+    return journal.with_name(journal.name + SETTINGS_SUFFIX)
+
+
+def save_settings(settings: RunSettings) -> None:
+    """Write the settings next to the journal (atomically)."""
+    path = settings_path(settings.journal)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(json.dumps(settings.to_json(), indent=2) + "\n", encoding="utf-8")
+    temporary.replace(path)
+
+
+class UsageError(Exception):
+    """Bad input or configuration: reported, exit code 2."""
+
+
+@attrs.frozen
+class Target:
+    """Where the requests go. Holds no key: keys stay in the environment."""
+
+    simulated: bool
+    profile: str
+    base_url: str | None
+    notice: str
+
+
+_KEY_NAMES: Final[Mapping[str, str]] = {
+    "cometapi": "COMETAPI_KEY",
+    "kling": "KLING_API_KEY or KLING_ACCESS_KEY + KLING_SECRET_KEY",
+}
+_BASE_URL_ENV: Final[Mapping[str, str]] = {
+    "cometapi": "COMETAPI_BASE_URL",
+    "kling": "KLING_BASE_URL",
+}
+
+
+def _has_key(profile: str, env: Mapping[str, str]) -> bool:
+    if profile == "kling":
+        return bool(env.get("KLING_API_KEY")) or bool(
+            env.get("KLING_ACCESS_KEY") and env.get("KLING_SECRET_KEY")
+        )
+    return bool(env.get("COMETAPI_KEY"))
+
+
+def resolve_target(settings: RunSettings, env: Mapping[str, str]) -> Target:
+    """Choose where the run goes, and say it.
+
+    Raises:
+        UsageError: a base URL was given but no key to use with it.
+    """
+    profile = settings.profile or "cometapi"
+    base_url = settings.base_url or env.get(_BASE_URL_ENV[profile]) or None
+    scale = settings.time_scale or DEMO_TIME_SCALE
+    simulator = (
+        f"a local in-process simulator (time x{scale:g}: a 60 s video takes {60 * scale:g} s); "
+        "nothing is sent to the real API and nothing is charged"
+    )
+    if settings.simulate:
+        return Target(True, profile, None, f"--simulate: running against {simulator}.")
+    if not _has_key(profile, env):
+        if base_url is not None:
+            raise UsageError(
+                f"no API key in the environment for {base_url}: set {_KEY_NAMES[profile]} "
+                "(keys are never taken from the command line)"
+            )
+        return Target(
+            True,
+            profile,
+            None,
+            f"No {_KEY_NAMES[profile]} in the environment: running against {simulator}.",
+        )
+    where = base_url or ("the CometAPI relay" if profile == "cometapi" else "Kling's API")
+    return Target(False, profile, base_url, f"Sending to {where} (profile {profile}).")
+
+
+@attrs.define
+class RunState:
+    """What the batch loop learned, for the summary."""
+
+    stats: ka.BatchStatistics | None = None
+    interrupted: bool = False
+    stop_reason: str | None = None
+    finished: list[str] = attrs.Factory(list)
+
+
+def _profile(target: Target, env: Mapping[str, str], sim: Any | None) -> Any:
+    if sim is not None:
+        if target.profile == "kling":
+            return ka.Kling(sim.api_key, base_url=sim.url)
+        return ka.CometAPI(sim.api_key, base_url=sim.url)
+    options: dict[str, Any] = {}
+    if target.base_url is not None:
+        options["base_url"] = target.base_url
+    if target.profile == "kling":
+        return ka.Kling(
+            env.get("KLING_API_KEY") or None,
+            access_key=env.get("KLING_ACCESS_KEY") or None,
+            secret_key=env.get("KLING_SECRET_KEY") or None,
+            **options,
+        )
+    return ka.CometAPI(env.get("COMETAPI_KEY"), **options)
+
+
+@contextlib.asynccontextmanager
+async def open_client(
+    settings: RunSettings, target: Target, env: Mapping[str, str]
+) -> AsyncIterator[Any]:
+    """The client of a run (and the in-process simulator it talks to, when simulated)."""
+    async with contextlib.AsyncExitStack() as stack:
+        sim = None
+        scale = 1.0
+        if target.simulated:
+            scale = settings.time_scale or DEMO_TIME_SCALE
+            sim = await stack.enter_async_context(
+                ka.Simulator(ka.SimulatorConfig(time_scale=scale))
+            )
+        client = ka.Client(profile=_profile(target, env, sim), **_engine_knobs(settings, scale))
+        yield await stack.enter_async_context(client)
+
+
+def _engine_knobs(settings: RunSettings, scale: float) -> dict[str, Any]:
+    limits = ka.Limits()
+    if settings.concurrency is not None:
+        n = settings.concurrency
+        limits = attrs.evolve(
+            limits, video_slots=n, image_slots=n, max_video_slots=n, max_image_slots=n
+        )
+    if settings.rate is not None:
+        limits = attrs.evolve(
+            limits, requests_per_second=settings.rate, burst=max(1, min(10, int(settings.rate)))
+        )
+    # Against a time-scaled simulator, the client's waits shrink by the same factor.
+    return {
+        "limits": limits,
+        "poll": ka.PollPolicy().scaled(scale),
+        "backoff": ka.Backoff().scaled(scale),
+    }
+
+
+async def _watch_signals(scope: anyio.CancelScope, state: RunState) -> None:
+    try:
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for _ in signals:
+                # The first signal stops the run cleanly; leaving this block restores the
+                # default handlers, so a second Ctrl-C forces the exit.
+                state.interrupted = True
+                scope.cancel()
+                return
+    except NotImplementedError:  # pragma: no cover - Windows: KeyboardInterrupt instead
+        await anyio.sleep_forever()
+
+
+async def _tick(batch: Any, tracker: ProgressTracker, display: Display, state: RunState) -> None:
+    while True:
+        state.stats = batch.statistics()
+        display.update(tracker.snapshot(state.stats))
+        await anyio.sleep(TICK)
+
+
+def _reason(error: BaseException | None) -> str | None:
+    if isinstance(error, ka.BatchStopped):
+        return str(error.reason)
+    return None if error is None else str(error)
+
+
+def _first_leaf(exc: BaseException) -> BaseException:
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc
+
+
+def _describe_jobs(jobs: Sequence[ParsedJob]) -> str:
+    kinds = [job.request.kind.value for job in jobs]
+    return f"{len(jobs)} job(s): {kinds.count('video')} video, {kinds.count('image')} image"
+
+
+@attrs.define
+class BatchRun:
+    """One run of a batch: drives it, writes the results, shows the summary."""
+
+    settings: RunSettings
+    target: Target
+    display: Display
+    env: Mapping[str, str]
+    jobs: Sequence[ParsedJob]
+    skipped: Sequence[JobRecord] = ()
+    known_keys: Sequence[str] = ()
+    state: RunState = attrs.Factory(RunState)
+    order: list[str] = attrs.Factory(list)
+    tracker: ProgressTracker = attrs.field(init=False)
+    writer: ResultsWriter = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        keys = [*self.known_keys, *(job.key for job in self.jobs)]
+        self.order = list(dict.fromkeys([*keys, *(record.key for record in self.skipped)]))
+        kinds: dict[str, int] = {}
+        for job in self.jobs:
+            kinds[job.request.kind.value] = kinds.get(job.request.kind.value, 0) + 1
+        poll = ka.PollPolicy().scaled(self.time_scale)
+        priors = {"video": poll.expected_video, "image": poll.expected_image}
+        self.tracker = ProgressTracker(len(self.order), kinds=kinds, priors=priors)
+        self.writer = ResultsWriter(self.settings.out_dir / RESULTS_FILE)
+
+    @property
+    def time_scale(self) -> float:
+        """Real seconds per server second (below 1 against the time-scaled simulator)."""
+        if not self.target.simulated:
+            return 1.0
+        return self.settings.time_scale or DEMO_TIME_SCALE
+
+    @property
+    def total(self) -> int:
+        """Jobs in the run (journaled, fed and skipped)."""
+        return len(self.order)
+
+    def title(self) -> str:
+        """The first line of the progress display."""
+        where = _display_path(self.settings.out_dir)
+        title = f"kling-async: {_describe_jobs(self.jobs)} -> {where}"
+        return title + " (simulator)" if self.target.simulated else title
+
+    async def drive(self) -> None:
+        """Run the jobs as one batch until every job ended or a signal stops it."""
+        settings, state, tracker, display = self.settings, self.state, self.tracker, self.display
+        started = False
+        with anyio.CancelScope() as scope:
+            async with anyio.create_task_group() as watchers:
+                watchers.start_soon(_watch_signals, scope, state)
+                try:
+                    async with (
+                        open_client(settings, self.target, self.env) as client,
+                        client.batch(
+                            journal=settings.journal,
+                            out_dir=settings.out_dir,
+                            deadline=settings.deadline,
+                        ) as batch,
+                    ):
+                        state.stats = batch.statistics()
+                        display.start(tracker.snapshot(state.stats), self.title())
+                        started = True
+                        await self._consume(batch)
+                        state.stats = batch.statistics()
+                finally:
+                    if started:
+                        display.stop(tracker.snapshot(state.stats))
+                    watchers.cancel_scope.cancel()
+
+    async def _consume(self, batch: Any) -> None:
+        state, tracker = self.state, self.tracker
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(_tick, batch, tracker, self.display, state)
+            tasks.start_soon(batch.feed, [(job.key, job.request) for job in self.jobs])
+            await anyio.lowlevel.checkpoint()
+            async for outcome in batch:
+                record = record_from_outcome(
+                    outcome, self.settings.out_dir, time_scale=self.time_scale
+                )
+                self.writer.write(record)
+                if record.status == "stopped" and state.stop_reason is None:
+                    state.stop_reason = _reason(outcome.error)
+                tracker.job_finished(record.kind, record.run_time)
+                state.stats = batch.statistics()
+                self.display.job(record, tracker.snapshot(state.stats))
+            tasks.cancel_scope.cancel()
+
+    def execute(self) -> int:
+        """Run the batch, write the results, show the summary; return the exit code."""
+        try:
+            self.writer.open()
+        except OSError as exc:
+            self.display.warning(f"kling-async: cannot write {self.writer.path}: {exc}")
+            return EXIT_USAGE
+        for record in self.skipped:
+            self.writer.write(record)
+        code: int | None = None
+        try:
+            anyio.run(self.drive)
+        except BaseException as exc:  # a second Ctrl-C, or an error of the whole run
+            code = self._failure(_first_leaf(exc))
+        finally:
+            self.writer.close(self.order)
+        records = [self.writer.records[key] for key in self.order if key in self.writer.records]
+        if code is None:
+            code = self._exit_code(records)
+        self._summarize(records, code)
+        return code
+
+    def _failure(self, leaf: BaseException) -> int | None:
+        if isinstance(leaf, KeyboardInterrupt):
+            self.state.interrupted = True
+            return None
+        if isinstance(leaf, ka.JournalConflict | ka.JournalError | ValueError | OSError):
+            self.display.warning(f"kling-async: {leaf}")
+            return EXIT_USAGE
+        if isinstance(leaf, ka.KlingError):
+            self.display.warning(f"kling-async: {type(leaf).__name__}: {leaf}")
+            return EXIT_STOPPED if leaf.scope is ka.Scope.BATCH else EXIT_FAILED
+        raise leaf
+
+    def _exit_code(self, records: Sequence[JobRecord]) -> int:
+        statuses = [record.status for record in records]
+        if self.state.interrupted:
+            return EXIT_INTERRUPTED
+        if self.state.stop_reason is not None or "stopped" in statuses:
+            return EXIT_STOPPED
+        if len(statuses) < self.total or any(status != "succeeded" for status in statuses):
+            return EXIT_FAILED
+        return EXIT_OK
+
+    def _summarize(self, records: Sequence[JobRecord], code: int) -> None:
+        state, display = self.state, self.display
+        counts = count_statuses(records)
+        if len(records) < self.total:
+            counts["not run"] = self.total - len(records)
+        stats = state.stats
+        journal = _display_path(self.settings.journal)
+        summary = RunSummary(
+            total=self.total,
+            counts=counts,
+            units_charged=total_units(records),
+            wall_time=self.tracker.elapsed,
+            requests=dict(stats.requests) if stats is not None else {},
+            retries=stats.retries if stats is not None else 0,
+            results_path=_display_path(self.writer.path),
+            out_dir=_display_path(self.settings.out_dir),
+            journal=journal,
+            exit_code=code,
+            stop_reason=state.stop_reason,
+            interrupted=state.interrupted,
+        )
+        display.summary(summary)
+        resume = f"kling-async resume {journal}"
+        if state.interrupted:
+            left = self.total - counts.get("succeeded", 0)
+            display.notice(f"Interrupted: {left} job(s) not done. Nothing is lost.")
+            display.notice(f"Continue with:  {resume}")
+        elif code == EXIT_STOPPED:
+            display.notice(
+                f"The batch was stopped: {state.stop_reason or 'see above'}. "
+                f"Fix the key or the account, then continue with:  {resume}"
+            )
+        elif code == EXIT_FAILED and records:
+            display.notice(f"Some jobs did not succeed; details in {summary.results_path}.")
+
+
+def _display_path(path: pathlib.Path) -> str:
+    with contextlib.suppress(ValueError):
+        return str(path.resolve().relative_to(pathlib.Path.cwd()))
+    return str(path)
+
+
+def _check_file(
+    settings: RunSettings, display: Display
+) -> tuple[list[ParsedJob], list[JobRecord]] | int:
+    assert settings.jobs is not None
+    try:
+        job_file, jobs, problems = load_jobs(settings.jobs)
+    except (OSError, UnicodeDecodeError) as exc:
+        display.warning(f"kling-async: cannot read {settings.jobs}: {exc}")
+        return EXIT_USAGE
+    display.problems(_display_path(settings.jobs), problems, rows=job_file.rows)
+    if not job_file.rows:
+        display.warning(f"kling-async: {settings.jobs} holds no jobs")
+        return EXIT_USAGE
+    if problems and not settings.skip_invalid:
+        display.warning(
+            f"kling-async: {len(problems)} problem(s) in {settings.jobs}; nothing was sent. "
+            "Fix them, or run the valid rows with --skip-invalid."
+        )
+        return EXIT_USAGE
+    if not jobs:
+        display.warning(f"kling-async: no valid job in {settings.jobs}; nothing was sent.")
+        return EXIT_USAGE
+    kinds = {raw.key: raw.kind for raw in job_file.jobs}
+    skipped = _skipped_records(problems, kinds)
+    if skipped:
+        display.notice(f"Skipping {len(skipped)} invalid row(s) (--skip-invalid).")
+    return list(jobs), skipped
+
+
+def _skipped_records(problems: Sequence[JobProblem], kinds: Mapping[str, str]) -> list[JobRecord]:
+    first: dict[str, JobProblem] = {}
+    for problem in problems:
+        key = problem.key if problem.key is not None else f"line-{problem.line}"
+        if problem.rule.startswith("duplicate key"):
+            key = f"line-{problem.line}"
+        first.setdefault(key, problem)
+    return [
+        attrs.evolve(invalid_record(problem, kinds.get(key)), key=key)
+        for key, problem in first.items()
+    ]
+
+
+def run_command(settings: RunSettings, display: Display, env: Mapping[str, str]) -> int:
+    """``kling-async run``: check the file, then run it; return the exit code."""
+    checked = _check_file(settings, display)
+    if isinstance(checked, int):
+        return checked
+    jobs, skipped = checked
+    try:
+        target = resolve_target(settings, env)
+    except UsageError as exc:
+        display.warning(f"kling-async: {exc}")
+        return EXIT_USAGE
+    display.notice(target.notice)
+    known: list[str] = []
+    if settings.journal.exists():
+        known = _journal_keys(settings.journal, display)
+        display.notice(
+            f"Continuing the run in {_display_path(settings.journal)}: "
+            "finished jobs are not sent again."
+        )
+    try:
+        settings.out_dir.mkdir(parents=True, exist_ok=True)
+        save_settings(settings)
+    except OSError as exc:
+        display.warning(f"kling-async: cannot write to {settings.out_dir}: {exc}")
+        return EXIT_USAGE
+    return BatchRun(settings, target, display, env, jobs, skipped, known).execute()
+
+
+def resume_command(
+    journal: pathlib.Path,
+    overrides: Mapping[str, Any],
+    display: Display,
+    env: Mapping[str, str],
+) -> int:
+    """``kling-async resume``: continue the run of a journal; return the exit code."""
+    if not journal.is_file():
+        display.warning(f"kling-async: no journal at {journal}")
+        return EXIT_USAGE
+    saved_path = settings_path(journal)
+    if saved_path.exists():
+        try:
+            saved = RunSettings.from_json(json.loads(saved_path.read_text("utf-8")), journal)
+        except (OSError, ValueError, TypeError) as exc:
+            display.warning(f"kling-async: cannot read {saved_path}: {exc}")
+            return EXIT_USAGE
+    else:
+        saved = RunSettings(jobs=None, out_dir=journal.parent, journal=journal)
+    settings = attrs.evolve(saved, **overrides)
+    jobs: list[ParsedJob] = []
+    skipped: list[JobRecord] = []
+    if settings.jobs is not None and settings.jobs.exists():
+        checked = _check_file(settings, display)
+        if isinstance(checked, int):
+            return checked
+        jobs, skipped = checked
+    elif settings.jobs is not None:
+        display.notice(f"{settings.jobs} is gone: resuming the jobs recorded in the journal.")
+    try:
+        target = resolve_target(settings, env)
+    except UsageError as exc:
+        display.warning(f"kling-async: {exc}")
+        return EXIT_USAGE
+    display.notice(target.notice)
+    if target.simulated:
+        display.notice(
+            "Note: tasks that ran on an earlier in-process simulator are gone with it; "
+            "the journal still holds every finished job."
+        )
+    known = _journal_keys(journal, display)
+    display.notice(f"Resuming {len(known)} journaled job(s) from {_display_path(journal)}.")
+    return BatchRun(settings, target, display, env, jobs, skipped, known).execute()
+
+
+def _journal_keys(journal: pathlib.Path, display: Display) -> list[str]:
+    try:
+        _, _, plan = anyio.run(_read_journal, journal)
+    except (ka.JournalError, OSError) as exc:
+        display.warning(f"kling-async: cannot read the journal {journal}: {exc}")
+        return []
+    return [row.key for group in _plan_groups(plan) for row in group]
+
+
+async def _read_journal(journal: pathlib.Path) -> tuple[str, Mapping[str, Any], Any]:
+    async with ka.SqliteJournal.open(journal) as store:
+        return store.batch_id, dict(store.options), await store.resume()
+
+
+def _plan_groups(plan: Any) -> tuple[Sequence[Any], ...]:
+    return (plan.finished, plan.succeeded, plan.submitted, plan.submitting, plan.pending)
+
+
+def status_command(journal: pathlib.Path, *, json_output: bool) -> int:
+    """``kling-async status``: what a journal holds, without any network call."""
+    if not journal.is_file():
+        print(f"kling-async: no journal at {journal}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        batch_id, _, plan = anyio.run(_read_journal, journal)
+    except (ka.JournalError, OSError) as exc:
+        print(f"kling-async: cannot read the journal {journal}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    rows = sorted(
+        (row for group in _plan_groups(plan) for row in group), key=lambda row: row.created_at
+    )
+    states: dict[str, int] = {}
+    for row in rows:
+        states[row.state.value] = states.get(row.state.value, 0) + 1
+    unfinished = sum(1 for row in rows if not row.state.is_final)
+    if json_output:
+        print(
+            json.dumps(
+                {
+                    "journal": str(journal),
+                    "batch_id": batch_id,
+                    "jobs": len(rows),
+                    "states": states,
+                    "unfinished": unfinished,
+                    "rows": [_row_json(row) for row in rows],
+                },
+                ensure_ascii=False,
+            )
+        )
+        return EXIT_OK
+    console = Console(highlight=False)
+    console.print(f"journal {journal}  (batch {batch_id})", markup=False)
+    counts = ", ".join(f"{state} {n}" for state, n in sorted(states.items()))
+    console.print(f"{len(rows)} job(s): {counts or 'none'}", markup=False)
+    shown = [row for row in rows if row.state.value != "DOWNLOADED"]
+    if shown:
+        table = Table(box=box.SIMPLE if console.is_terminal else box.ASCII)
+        for column in ("key", "kind", "state", "task id", "attempts", "error"):
+            table.add_column(column, overflow="fold")
+        for row in shown[:STATUS_ROWS]:
+            error = "" if row.error is None else f"{row.error.type}: {row.error.message}"
+            table.add_row(
+                row.key, row.kind, row.state.value, row.task_id or "", str(row.attempts), error
+            )
+        console.print(table)
+        if len(shown) > STATUS_ROWS:
+            console.print(f"... and {len(shown) - STATUS_ROWS} more (use --json for all)")
+    if unfinished:
+        console.print(f"{unfinished} job(s) unfinished: kling-async resume {journal}", markup=False)
+    elif rows:
+        age = max(row.updated_at for row in rows) - min(row.created_at for row in rows)
+        console.print(f"every job has ended ({format_duration(age)} from first to last)")
+    return EXIT_OK
+
+
+def _row_json(row: Any) -> dict[str, object]:
+    return {
+        "key": row.key,
+        "kind": row.kind,
+        "state": row.state.value,
+        "task_id": row.task_id,
+        "external_id": row.external_id,
+        "attempts": row.attempts,
+        "files": [file.path for file in row.files],
+        "error": None if row.error is None else row.error.to_json(),
+    }

@@ -1,0 +1,510 @@
+"""Durable downloads of result files: streamed, fsynced, renamed atomically, hashed.
+
+Result URLs expire, so a batch fetches each file as soon as its task succeeds. A file is
+streamed into ``.<name>.part`` beside its final name, fsynced, then renamed over it: a
+reader never sees half a file, and a crash leaves at most a ``.part`` file that the next
+attempt continues with an HTTP ``Range`` request (or restarts when the server answers
+200). File names come from the job key, never from the server.
+"""
+
+import hashlib
+import os
+import pathlib
+import random
+import re
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from email.utils import parsedate_to_datetime
+from types import TracebackType
+from typing import Self
+
+import aiohttp
+import anyio
+import attrs
+import yarl
+
+from ._errors import DownloadError, ResultExpired
+from ._journal import FileRecord
+
+__all__ = [
+    "ALLOWED_SUFFIXES",
+    "DEFAULT_DOWNLOAD_TIMEOUT",
+    "DownloadStatistics",
+    "Downloader",
+    "UnsafeKey",
+    "file_stem",
+    "result_suffix",
+    "url_expiry",
+]
+
+ALLOWED_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".gif", ".mp4", ".webp"})
+_CONTENT_TYPES = {
+    "image/png": ".png",
+    "image/jpeg": ".jpg",
+    "image/jpg": ".jpg",
+    "image/gif": ".gif",
+    "image/webp": ".webp",
+    "video/mp4": ".mp4",
+}
+# Between chunks, not in total: a large video on a slow link may take long, a stall may not.
+DEFAULT_DOWNLOAD_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=60)
+_CHUNK = 256 * 1024
+_MAX_STEM = 100
+_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_WINDOWS_RESERVED = frozenset(
+    {"con", "prn", "aux", "nul"}
+    | {f"com{i}" for i in range(1, 10)}
+    | {f"lpt{i}" for i in range(1, 10)}
+)
+_GONE = frozenset({403, 404, 410})
+_MS_THRESHOLD = 1e11  # Unix seconds pass 1e11 in the year 5138
+
+
+class UnsafeKey(ValueError):  # noqa: N818 -- a misuse error named for what is wrong
+    """A job key cannot name a file: empty, NUL, an absolute path or a ``..`` part."""
+
+
+def file_stem(key: str) -> str:
+    """Return the flat, safe file name stem for a job key.
+
+    Characters outside ``[A-Za-z0-9._-]`` become ``_`` and leading dots or dashes are
+    dropped; when that changed the key (or it is too long, or a reserved device name), a
+    short hash of the key is appended, so two different keys never share a name.
+
+    Raises:
+        UnsafeKey: the key is empty, holds NUL, is an absolute path or has a ``..`` part.
+    """
+    if not key or "\x00" in key:
+        raise UnsafeKey(f"job key {key!r} cannot name a file (empty or NUL)")
+    if key.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", key):
+        raise UnsafeKey(f"job key {key!r} is an absolute path")
+    if ".." in re.split(r"[\\/]", key):
+        raise UnsafeKey(f"job key {key!r} climbs out of the output folder ('..')")
+    stem = _SAFE.sub("_", key).lstrip(".-")
+    if stem != key or len(stem) > _MAX_STEM or stem.split(".", 1)[0].lower() in _WINDOWS_RESERVED:
+        digest = hashlib.sha256(key.encode()).hexdigest()[:10]
+        stem = f"{stem[:_MAX_STEM]}-{digest}" if stem else f"job-{digest}"
+    return stem
+
+
+def result_suffix(url: str, content_type: str | None, default: str = ".bin") -> str:
+    """Return the file suffix for a result: from the URL path, else the content type.
+
+    Only suffixes in ``ALLOWED_SUFFIXES`` are kept; anything else gives ``default``.
+    """
+    try:
+        path = yarl.URL(url).path
+    except (ValueError, TypeError):
+        path = ""
+    suffix = pathlib.PurePosixPath(path).suffix.lower()
+    if suffix in ALLOWED_SUFFIXES:
+        return suffix
+    if content_type:
+        mapped = _CONTENT_TYPES.get(content_type.split(";", 1)[0].strip().lower())
+        if mapped is not None:
+            return mapped
+    return default
+
+
+def url_expiry(url: str) -> float | None:
+    """Return when a signed result URL expires (Unix seconds), if the URL says so.
+
+    Understands ``Expires=<unix s or ms>`` (OSS, CloudFront style) and
+    ``X-Amz-Date`` + ``X-Amz-Expires`` (S3 SigV4).
+    """
+    try:
+        query = yarl.URL(url).query
+    except (ValueError, TypeError):
+        return None
+    lowered = {k.lower(): v for k, v in query.items()}
+    expires = lowered.get("expires")
+    if expires is not None and expires.isdigit():
+        value = float(expires)
+        # 13 digits are milliseconds (some CDNs, the simulator); 10 are seconds
+        return value / 1000 if value > _MS_THRESHOLD else value
+    amz_date, amz_expires = lowered.get("x-amz-date"), lowered.get("x-amz-expires")
+    if amz_date and amz_expires and amz_expires.isdigit():
+        try:
+            start = time.strptime(amz_date, "%Y%m%dT%H%M%SZ")
+        except ValueError:
+            return None
+        return float(_timegm(start) + int(amz_expires))
+    return None
+
+
+def _timegm(value: time.struct_time) -> int:
+    import calendar  # noqa: PLC0415 -- only for the rare S3-signed URL
+
+    return calendar.timegm(value)
+
+
+@attrs.frozen
+class DownloadStatistics:
+    """Counters of a ``Downloader``."""
+
+    active: int
+    completed: int
+    failed: int
+    retries: int
+    resumed: int
+    """Attempts continued from a partial file with an HTTP Range answer (206)."""
+    restarted: int
+    """Attempts that asked for a range but got the whole file (200) and started over."""
+    bytes_received: int
+
+
+class _Retry(Exception):  # noqa: N818 -- internal signal, never escapes
+    """This attempt failed in a way another attempt may fix."""
+
+    def __init__(self, reason: str, *, status: int | None = None, after: float | None = None):
+        super().__init__(reason)
+        self.status = status
+        self.after = after
+
+
+class Downloader:
+    """Downloads result files into one folder with its own bounded concurrency.
+
+    Use it as ``async with Downloader(out_dir) as downloader:``; pass ``session`` to share
+    an aiohttp session (it is then not closed here).
+
+    Args:
+        out_dir: The folder for the files (created if missing).
+        session: An aiohttp session to use; one is made and owned when None.
+        concurrency: Files downloading at once.
+        attempts: Tries per file before giving up (network errors, 5xx, 429, truncation).
+        backoff_base: First retry waits up to this many seconds (full jitter, doubling).
+        backoff_max: Cap of one wait, also of an honoured ``Retry-After``.
+        timeout: aiohttp timeout of one attempt.
+        sleep: How to wait between attempts (injected in tests).
+    """
+
+    def __init__(
+        self,
+        out_dir: "str | os.PathLike[str]",
+        *,
+        session: aiohttp.ClientSession | None = None,
+        concurrency: int = 4,
+        attempts: int = 5,
+        backoff_base: float = 0.5,
+        backoff_max: float = 30.0,
+        timeout: aiohttp.ClientTimeout = DEFAULT_DOWNLOAD_TIMEOUT,
+        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+    ) -> None:
+        if concurrency < 1 or attempts < 1:
+            raise ValueError("concurrency and attempts must be at least 1")
+        if backoff_base < 0 or backoff_max < 0:
+            raise ValueError("backoff_base and backoff_max must be >= 0")
+        self._dir = pathlib.Path(out_dir)
+        self._session = session
+        self._owns_session = session is None
+        self._limiter = anyio.CapacityLimiter(concurrency)
+        self._attempts = attempts
+        self._backoff_base = backoff_base
+        self._backoff_max = backoff_max
+        self._timeout = timeout
+        self._sleep = sleep
+        self._completed = 0
+        self._failed = 0
+        self._retries = 0
+        self._resumed = 0
+        self._restarted = 0
+        self._bytes = 0
+        self._busy: set[pathlib.Path] = set()
+
+    @property
+    def out_dir(self) -> pathlib.Path:
+        """The folder files are saved in."""
+        return self._dir
+
+    async def __aenter__(self) -> Self:
+        await anyio.Path(self._dir).mkdir(parents=True, exist_ok=True)
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=self._timeout)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the session if this downloader made it."""
+        if self._owns_session and self._session is not None:
+            session, self._session = self._session, None
+            with anyio.CancelScope(shield=True):
+                await session.close()
+
+    def statistics(self) -> DownloadStatistics:
+        """Return the downloader's counters."""
+        return DownloadStatistics(
+            active=self._limiter.borrowed_tokens,
+            completed=self._completed,
+            failed=self._failed,
+            retries=self._retries,
+            resumed=self._resumed,
+            restarted=self._restarted,
+            bytes_received=self._bytes,
+        )
+
+    async def download_all(
+        self,
+        key: str,
+        urls: Sequence[str],
+        *,
+        default_suffix: str = ".bin",
+        task_id: str | None = None,
+    ) -> tuple[FileRecord, ...]:
+        """Download every result of one job; names are ``<stem>`` or ``<stem>-<i>`` + suffix.
+
+        All files are tried even when one fails; then the first failure is raised.
+
+        Raises:
+            DownloadError: a file could not be saved (``ResultExpired`` for a gone URL).
+            UnsafeKey: the key cannot name a file.
+        """
+        file_stem(key)
+        results: list[FileRecord | None] = [None] * len(urls)
+        errors: list[DownloadError] = []
+
+        async def one(i: int, url: str) -> None:
+            try:
+                results[i] = await self.download(
+                    url,
+                    key=key,
+                    index=i if len(urls) > 1 else None,
+                    default_suffix=default_suffix,
+                    task_id=task_id,
+                )
+            except DownloadError as exc:
+                errors.append(exc)
+
+        async with anyio.create_task_group() as tg:
+            for i, url in enumerate(urls):
+                tg.start_soon(one, i, url)
+        if errors:
+            raise errors[0]
+        return tuple(r for r in results if r is not None)
+
+    async def download(
+        self,
+        url: str,
+        *,
+        key: str,
+        index: int | None = None,
+        default_suffix: str = ".bin",
+        task_id: str | None = None,
+    ) -> FileRecord:
+        """Download one result file; return its path, sha256 and size.
+
+        Args:
+            url: The result URL (http or https).
+            key: The job key; names the file (see ``file_stem``).
+            index: Appended to the name (``-<index>``) for jobs with several files.
+            default_suffix: Suffix when neither the URL nor the content type tells one.
+            task_id: Put on errors, for the report.
+
+        Raises:
+            DownloadError: every attempt failed, or the server refused for good.
+            ResultExpired: the URL answered 403, 404 or 410.
+            UnsafeKey: the key cannot name a file.
+        """
+        stem = file_stem(key) if index is None else f"{file_stem(key)}-{int(index)}"
+        scheme = yarl.URL(url).scheme
+        if scheme not in {"http", "https"}:
+            raise DownloadError(
+                f"result URL scheme {scheme!r} is not http(s)", url=url, job_key=key
+            )
+        if self._session is None:
+            raise RuntimeError("use the Downloader in 'async with' before downloading")
+        part = self._dir / f".{stem}.part"
+        if part in self._busy:
+            raise RuntimeError(f"{part.name} is already downloading (same key and index)")
+        self._busy.add(part)
+        try:
+            return await self._download(url, key, stem, part, default_suffix, task_id=task_id)
+        finally:
+            self._busy.discard(part)
+
+    async def _download(
+        self,
+        url: str,
+        key: str,
+        stem: str,
+        part: pathlib.Path,
+        default_suffix: str,
+        *,
+        task_id: str | None,
+    ) -> FileRecord:
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                # the slot is held for one attempt, not through the backoff wait
+                async with self._limiter:
+                    record = await self._attempt(url, stem, part, default_suffix)
+            except _Retry as retry:
+                if attempt >= self._attempts:
+                    self._failed += 1
+                    raise DownloadError(
+                        f"download failed after {attempt} attempts: {retry}",
+                        url=url,
+                        http_status=retry.status,
+                        task_id=task_id,
+                        job_key=key,
+                        expires_at=url_expiry(url),
+                    ) from retry
+                self._retries += 1
+                await self._sleep(self._delay(attempt, retry.after))
+            except DownloadError as exc:
+                self._failed += 1
+                exc.job_key, exc.task_id = key, task_id
+                raise
+            else:
+                self._completed += 1
+                return record
+
+    def _delay(self, attempt: int, after: float | None) -> float:
+        if after is not None:
+            return min(after, self._backoff_max)
+        return random.uniform(0, min(self._backoff_max, self._backoff_base * 2 ** (attempt - 1)))
+
+    async def _attempt(self, url: str, stem: str, part: pathlib.Path, default: str) -> FileRecord:
+        try:
+            return await self._fetch(url, stem, part, default)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise _Retry(f"{type(exc).__name__}: {exc}") from exc
+        except OSError as exc:  # the disk, not the network: another attempt will not help
+            raise DownloadError(f"cannot write {part}: {exc}", url=url) from exc
+
+    async def _fetch(self, url: str, stem: str, part: pathlib.Path, default: str) -> FileRecord:
+        assert self._session is not None
+        offset = await _size_or_zero(part)
+        headers = {"Range": f"bytes={offset}-"} if offset else {}
+        async with self._session.get(url, headers=headers, timeout=self._timeout) as resp:
+            start = self._check_status(resp, url, offset)
+            if start is None:
+                await anyio.Path(part).unlink(missing_ok=True)
+                raise _Retry(f"HTTP {resp.status} for bytes={offset}-, starting over")
+            if offset and start == 0:
+                self._restarted += 1
+            elif start:
+                self._resumed += 1
+            expected = _expected_size(resp, start)
+            digest, size = await self._stream(resp, part, start)
+            suffix = result_suffix(url, resp.headers.get("Content-Type"), default)
+        if expected is not None and size != expected:
+            # the body ended early without the client noticing: keep the part, Range next time
+            raise _Retry(f"body ended at {size} of {expected} bytes")
+        final = self._dir / f"{stem}{suffix}"
+        await anyio.to_thread.run_sync(_publish, part, final)
+        return FileRecord(path=str(final), sha256=digest, size=size, url=url)
+
+    def _check_status(self, resp: aiohttp.ClientResponse, url: str, offset: int) -> int | None:
+        """Return the offset the body starts at (None: range not satisfiable)."""
+        status = resp.status
+        if status == 200:
+            return 0
+        if status == 206:
+            start = _content_range_start(resp.headers.get("Content-Range"))
+            if start != offset:
+                # an answer for another range than asked: not trustworthy, start over
+                return None
+            return start
+        if status == 416:
+            return None
+        if status in _GONE:
+            raise ResultExpired(
+                f"result URL answered HTTP {status}: expired or gone",
+                url=url,
+                http_status=status,
+                expires_at=url_expiry(url),
+            )
+        if status == 429 or status >= 500:
+            raise _Retry(
+                f"HTTP {status}", status=status, after=_retry_after(resp.headers.get("Retry-After"))
+            )
+        raise DownloadError(
+            f"result URL answered HTTP {status}",
+            url=url,
+            http_status=status,
+            expires_at=url_expiry(url),
+        )
+
+    async def _stream(
+        self, resp: aiohttp.ClientResponse, part: pathlib.Path, start: int
+    ) -> tuple[str, int]:
+        hasher = (
+            await anyio.to_thread.run_sync(_hash_prefix, part, start) if start else hashlib.sha256()
+        )
+        size = start
+        async with await anyio.open_file(part, "ab" if start else "wb") as file:
+            async for chunk in resp.content.iter_chunked(_CHUNK):
+                await file.write(chunk)
+                hasher.update(chunk)
+                size += len(chunk)
+                self._bytes += len(chunk)
+            await file.flush()
+            await anyio.to_thread.run_sync(os.fsync, file.wrapped.fileno())
+        return hasher.hexdigest(), size
+
+
+async def _size_or_zero(path: pathlib.Path) -> int:
+    try:
+        return (await anyio.Path(path).stat()).st_size
+    except FileNotFoundError:
+        return 0
+
+
+def _hash_prefix(path: pathlib.Path, length: int) -> "hashlib._Hash":
+    hasher = hashlib.sha256()
+    with path.open("rb") as file:
+        remaining = length
+        while remaining > 0 and (block := file.read(min(_CHUNK, remaining))):
+            hasher.update(block)
+            remaining -= len(block)
+    return hasher
+
+
+def _publish(part: pathlib.Path, final: pathlib.Path) -> None:
+    """Rename the finished part over the final name, then make the rename durable."""
+    os.replace(part, final)
+    try:
+        fd = os.open(final.parent, os.O_RDONLY)
+    except OSError:  # pragma: no cover -- platforms without directory fds (Windows)
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _content_range_start(value: str | None) -> int | None:
+    match = re.fullmatch(r"\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*", value or "")
+    return int(match.group(1)) if match else None
+
+
+def _expected_size(resp: aiohttp.ClientResponse, start: int) -> int | None:
+    if resp.status == 206:
+        match = re.fullmatch(r"\s*bytes\s+\d+-\d+/(\d+)\s*", resp.headers.get("Content-Range", ""))
+        if match:
+            return int(match.group(1))
+    length = resp.headers.get("Content-Length")
+    if length is not None and length.isdigit():
+        return start + int(length)
+    return None
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    if value.strip().isdigit():
+        return float(value.strip())
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())

@@ -1,0 +1,48 @@
+"""The seam between a batch and its journal: a store told of every state change."""
+
+from typing import Protocol
+
+from .._models import Kind, Request
+from ._outcome import Outcome
+
+__all__ = ["BatchStore", "NullStore"]
+
+
+class BatchStore(Protocol):
+    """Told of each state change of a batch's jobs, *before* the step it guards.
+
+    The journal implements this to make a batch resumable; each call returns once the
+    change is durable.
+    """
+
+    async def pending(self, key: str, kind: Kind, request: Request, external_id: str) -> None:
+        """The job was accepted and is about to be queued."""
+        ...
+
+    async def submitting(self, key: str, external_id: str) -> None:
+        """A create for the job is about to be sent."""
+        ...
+
+    async def submitted(self, key: str, task_id: str) -> None:
+        """The job's task exists on the server."""
+        ...
+
+    async def finished(self, outcome: Outcome) -> None:
+        """The job ended (any :class:`JobStatus`)."""
+        ...
+
+
+class NullStore:
+    """The default store: remembers nothing (a batch without a journal)."""
+
+    async def pending(self, key: str, kind: Kind, request: Request, external_id: str) -> None:
+        """Do nothing."""
+
+    async def submitting(self, key: str, external_id: str) -> None:
+        """Do nothing."""
+
+    async def submitted(self, key: str, task_id: str) -> None:
+        """Do nothing."""
+
+    async def finished(self, outcome: Outcome) -> None:
+        """Do nothing."""

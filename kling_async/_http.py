@@ -1,0 +1,464 @@
+"""The HTTP seam: a one-method transport, its aiohttp implementation, envelope decoding.
+
+The transport only moves bytes and translates connection trouble into
+:class:`~kling_async.TransportError` subclasses; :func:`decode_response` turns an answer
+into the envelope's ``data`` or the typed error of the API.md error table (business
+code first, HTTP status second). No aiohttp type crosses this module's boundary.
+"""
+
+import email.utils
+import inspect
+import json
+import logging
+import math
+import re
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from types import TracebackType
+from typing import Any, Final, Protocol, Self
+
+import aiohttp
+import anyio
+import attrs
+
+from ._errors import (
+    AccountError,
+    APIError,
+    AuthenticationError,
+    BadRequest,
+    ConcurrencyLimited,
+    ConnectError,
+    ConnectionLost,
+    DuplicateExternalId,
+    MalformedResponse,
+    NotFound,
+    PermissionDenied,
+    PolicyViolation,
+    RateLimited,
+    RequestTimeout,
+    Scope,
+    ServerError,
+    TransportError,
+)
+from ._policy import DEFAULT_TIMEOUTS, Timeouts
+
+__all__ = [
+    "DEFAULT_MAX_RESPONSE_BYTES",
+    "AiohttpTransport",
+    "HttpRequest",
+    "HttpResponse",
+    "MockTransport",
+    "Transport",
+    "decode_response",
+    "logger",
+    "parse_retry_after",
+]
+
+logger: Final = logging.getLogger("kling_async")
+# A library stays quiet unless the application configures logging.
+logger.addHandler(logging.NullHandler())
+
+DEFAULT_MAX_RESPONSE_BYTES: Final = 8 * 1024 * 1024
+_SECRET_HEADERS: Final = frozenset({"authorization", "x-api-key", "cookie"})
+_REQUEST_ID_IN_MESSAGE: Final = re.compile(r"\s*\(request id:\s*([^)\s]+)\s*\)", re.IGNORECASE)
+_DUPLICATE_MARKER: Final = "external_task_id already exists"
+
+
+def _redact_headers(headers: Mapping[str, str]) -> str:
+    shown = {
+        name: ("***" if name.lower() in _SECRET_HEADERS else value)
+        for name, value in headers.items()
+    }
+    return repr(shown)
+
+
+def _body_repr(body: bytes | None) -> str:
+    return "None" if body is None else f"<{len(body)} bytes>"
+
+
+@attrs.frozen
+class HttpRequest:
+    """One HTTP request as the client hands it to a transport (secrets hidden in repr)."""
+
+    method: str
+    url: str
+    headers: Mapping[str, str] = attrs.field(factory=dict, repr=_redact_headers)
+    body: bytes | None = attrs.field(default=None, repr=_body_repr)
+
+
+def _lower_keys(headers: Mapping[str, str]) -> Mapping[str, str]:
+    return {name.lower(): value for name, value in headers.items()}
+
+
+@attrs.frozen
+class HttpResponse:
+    """One HTTP answer; header names are stored lower case."""
+
+    status: int
+    headers: Mapping[str, str] = attrs.field(factory=dict, converter=_lower_keys)
+    body: bytes = attrs.field(default=b"", repr=_body_repr)
+
+    def header(self, name: str) -> str | None:
+        """The value of header ``name`` (case-insensitive), or None."""
+        return self.headers.get(name.lower())
+
+
+class Transport(Protocol):
+    """Sends one request. Raises only :class:`~kling_async.TransportError` subclasses."""
+
+    async def send(self, request: HttpRequest) -> HttpResponse:
+        """Send ``request`` and return the complete answer, whatever its status."""
+        ...
+
+
+Handler = Callable[[HttpRequest], "HttpResponse | Awaitable[HttpResponse]"]
+
+
+class MockTransport:
+    """A transport that calls ``handler`` instead of the network (for tests).
+
+    The handler returns an :class:`HttpResponse` (or an awaitable of one) or raises a
+    :class:`~kling_async.TransportError`.
+    """
+
+    def __init__(self, handler: Handler) -> None:
+        self._handler = handler
+        self.requests: list[HttpRequest] = []
+
+    async def send(self, request: HttpRequest) -> HttpResponse:
+        """Record ``request`` and answer with the handler's response."""
+        self.requests.append(request)
+        result = self._handler(request)
+        if inspect.isawaitable(result):
+            return await result
+        return result
+
+
+class AiohttpTransport:
+    """The real transport: one pooled aiohttp session, created in ``__aenter__``.
+
+    Redirects are not followed (a 3xx comes back as an answer and becomes a typed
+    error); bodies over ``max_response_bytes`` are refused.
+
+    Args:
+        timeouts: Connect, read and total timeouts of each call.
+        max_connections: Size of the connection pool.
+        max_response_bytes: Largest body accepted.
+        user_agent: The ``User-Agent`` header.
+    """
+
+    def __init__(
+        self,
+        *,
+        timeouts: Timeouts = DEFAULT_TIMEOUTS,
+        max_connections: int = 100,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        user_agent: str = "kling-async",
+    ) -> None:
+        self._timeouts = timeouts
+        self._max_connections = max_connections
+        self._max_response_bytes = max_response_bytes
+        self._user_agent = user_agent
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> Self:
+        if self._session is not None:
+            raise RuntimeError("AiohttpTransport is already open")
+        timeout = aiohttp.ClientTimeout(
+            total=self._timeouts.total,
+            connect=self._timeouts.connect,
+            sock_read=self._timeouts.read,
+        )
+        connector = aiohttp.TCPConnector(limit=self._max_connections, ttl_dns_cache=300)
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=timeout,
+            headers={"User-Agent": self._user_agent},
+            raise_for_status=False,
+        )
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the session and its connections (shielded from cancellation)."""
+        session, self._session = self._session, None
+        if session is not None:
+            with anyio.CancelScope(shield=True):
+                await session.close()
+
+    async def send(self, request: HttpRequest) -> HttpResponse:
+        """Send ``request``; connection trouble becomes a TransportError subclass."""
+        if self._session is None:
+            raise RuntimeError("AiohttpTransport is not open: use `async with`")
+        try:
+            async with self._session.request(
+                request.method,
+                request.url,
+                headers=dict(request.headers),
+                data=request.body,
+                allow_redirects=False,
+            ) as response:
+                body = await self._read(response)
+                return HttpResponse(response.status, dict(response.headers), body)
+        except TransportError:
+            raise
+        except aiohttp.ConnectionTimeoutError as exc:
+            raise ConnectError(f"connect timeout to {_origin(request.url)}") from exc
+        except aiohttp.ClientConnectorError as exc:
+            raise ConnectError(f"cannot connect to {_origin(request.url)}: {_reason(exc)}") from exc
+        except (TimeoutError, aiohttp.SocketTimeoutError) as exc:
+            raise RequestTimeout(f"{request.method} {_path(request.url)} timed out") from exc
+        except aiohttp.ClientPayloadError as exc:
+            raise ConnectionLost(
+                f"{request.method} {_path(request.url)}: response body cut short"
+            ) from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            raise ConnectionLost(
+                f"{request.method} {_path(request.url)}: connection lost ({type(exc).__name__})"
+            ) from exc
+
+    async def _read(self, response: aiohttp.ClientResponse) -> bytes:
+        limit = self._max_response_bytes
+        length = response.content_length
+        if length is not None and length > limit:
+            raise MalformedResponse(
+                f"response body of {length} bytes is over the {limit} bytes cap",
+                http_status=response.status,
+            )
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in response.content.iter_chunked(64 * 1024):
+            size += len(chunk)
+            if size > limit:
+                raise MalformedResponse(
+                    f"response body is over the {limit} bytes cap",
+                    http_status=response.status,
+                )
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
+def _origin(url: str) -> str:
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://{rest.split('/', 1)[0]}"
+
+
+def _path(url: str) -> str:
+    _, _, rest = url.partition("://")
+    return "/" + rest.split("/", 1)[1] if "/" in rest else "/"
+
+
+def _reason(exc: aiohttp.ClientConnectorError) -> str:
+    return exc.os_error.strerror or type(exc.os_error).__name__
+
+
+# --- envelope decoding ---------------------------------------------------------------
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Read a ``Retry-After`` header: seconds, or an HTTP date. None when absent/bad."""
+    if value is None or not value.strip():
+        return None
+    text = value.strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            return None
+        now = time.time() if now is None else now
+        return max(0.0, when.timestamp() - now)
+    if not math.isfinite(seconds):
+        return None
+    return max(0.0, seconds)
+
+
+def _business_code(value: object) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    return None
+
+
+def _class_for_code(code: int) -> type[APIError] | None:
+    if 1000 <= code <= 1004:
+        return AuthenticationError
+    if 1100 <= code <= 1102:
+        return AccountError
+    if code in (1103, 1304):
+        return PermissionDenied
+    if code in (1200, 1201):
+        return BadRequest
+    if code in (1202, 1203):
+        return NotFound
+    if code in (1300, 1301):
+        return PolicyViolation
+    if code == 1302:
+        return RateLimited
+    if code == 1303:
+        return ConcurrencyLimited
+    if 5000 <= code <= 5999:
+        return ServerError
+    return None
+
+
+def _class_for_status(status: int) -> type[APIError] | None:
+    if status == 401:
+        return AuthenticationError
+    if status == 403:
+        return PermissionDenied
+    if status == 404:
+        return NotFound
+    if status == 429:
+        return RateLimited
+    if status == 408 or status >= 500:
+        return ServerError
+    if 400 <= status < 500:
+        return BadRequest
+    return None
+
+
+def _class_for_family(code: int) -> type[APIError]:
+    # An undocumented code on a 2xx answer: judge by its documented family.
+    return {
+        10: AuthenticationError,
+        11: AccountError,
+        12: BadRequest,
+        13: PolicyViolation,
+        50: ServerError,
+    }.get(code // 100, APIError)
+
+
+def _scrub(text: str, secrets: Iterable[str]) -> str:
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return text
+
+
+def _text(value: object) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _json_body(response: HttpResponse) -> object:
+    try:
+        return json.loads(response.body)
+    except (ValueError, UnicodeDecodeError):
+        return _NOT_JSON
+
+
+_NOT_JSON: Final = object()
+
+
+def _non_json_error(response: HttpResponse, retry_after: float | None) -> Exception:
+    status = response.status
+    content_type = response.header("content-type") or ""
+    is_html = "html" in content_type or response.body.lstrip()[:1] == b"<"
+    what = "an HTML page" if is_html else "a body that is not JSON"
+    if status in (401, 403, 429) or status >= 500:
+        cls = _class_for_status(status)
+        assert cls is not None
+        return cls(f"HTTP {status} with {what}", http_status=status, retry_after=retry_after)
+    return MalformedResponse(
+        f"HTTP {status} with {what} (wrong base URL or path?)",
+        http_status=status,
+        path="$",
+    )
+
+
+def decode_response(
+    response: HttpResponse, *, secrets: Iterable[str] = (), now: float | None = None
+) -> Any:
+    """Return the ``data`` of a success envelope, or raise the typed error.
+
+    Success is a 2xx answer whose ``code`` is 0. Errors are classified by business
+    code first (Kling ``code``, or a numeric CometAPI ``error.code``), then HTTP status.
+
+    Args:
+        response: The answer.
+        secrets: Strings to blank out of server messages (the key, if echoed).
+        now: Current wall time for ``Retry-After`` dates (tests inject it).
+
+    Raises:
+        APIError: A subclass per the API.md error table.
+        MalformedResponse: Redirect, HTML on a non-error status, bad JSON, odd shape.
+    """
+    status = response.status
+    retry_after = parse_retry_after(response.header("retry-after"), now=now)
+    if 300 <= status < 400:
+        location = response.header("location") or "nowhere"
+        raise MalformedResponse(
+            f"HTTP {status} redirect to {location!r} not followed (wrong base URL or path?)",
+            http_status=status,
+        )
+    body = _json_body(response)
+    if body is _NOT_JSON:
+        raise _non_json_error(response, retry_after)
+    if not isinstance(body, dict):
+        if 200 <= status < 300:
+            raise MalformedResponse(
+                f"expected a JSON object, got {type(body).__name__}", http_status=status
+            )
+        status_cls = _class_for_status(status) or APIError
+        raise status_cls(f"HTTP {status}", http_status=status, retry_after=retry_after)
+    error = body.get("error")
+    if isinstance(error, dict):
+        message = _text(error.get("message"))
+        code = _business_code(error.get("code"))
+        error_code = _text(error.get("code"))
+        request_id = _text(body.get("request_id")) or None
+    else:
+        if 200 <= status < 300:
+            raw_code = body.get("code")
+            if raw_code == 0 or (
+                isinstance(raw_code, str) and raw_code.lower() in ("0", "success")
+            ):
+                return body.get("data")
+            if raw_code is None:
+                raise MalformedResponse(
+                    "success answer without a business code", http_status=status, path="$.code"
+                )
+        message = _text(body.get("message"))
+        code = _business_code(body.get("code"))
+        error_code = ""
+        request_id = _text(body.get("request_id")) or None
+    found = _REQUEST_ID_IN_MESSAGE.search(message)
+    if found:
+        request_id = request_id or found.group(1)
+        message = _REQUEST_ID_IN_MESSAGE.sub("", message).strip()
+    request_id = request_id or response.header("x-request-id")
+    message = _scrub(message, secrets) or f"HTTP {status}"
+
+    cls: type[APIError] | None = _class_for_code(code) if code is not None else None
+    if cls is None and error_code == "invalid_request":
+        cls = BadRequest
+    if cls is None:
+        cls = _class_for_status(status)
+    if cls is None:
+        cls = _class_for_family(code) if code is not None else APIError
+    if cls is BadRequest and _DUPLICATE_MARKER in message.lower():
+        cls = DuplicateExternalId
+    scope = None
+    if cls is APIError:
+        scope = Scope.TRANSIENT if status >= 500 else Scope.JOB
+    raise cls(
+        message,
+        scope=scope,
+        http_status=status,
+        code=code,
+        request_id=request_id,
+        retry_after=retry_after,
+    )

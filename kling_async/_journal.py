@@ -1,0 +1,1099 @@
+"""The job journal: one durable row per job, so a crash never loses a job or pays twice.
+
+``JobStore`` is the small interface the engine writes through at each state change;
+``SqliteJournal`` is the embedded default (a real SQLite file, WAL mode, one writer
+thread, group commit) and ``MemoryStore`` the same semantics without a file, used when
+a batch has no journal.
+
+The life of a row::
+
+    PENDING ──▶ SUBMITTING ──▶ SUBMITTED ──▶ SUCCEEDED ──▶ DOWNLOADED
+       │  ▲          │  ▲  │                     │
+       │  └─STOPPED◀─┘  └──┘ (retry)             └─▶ SUCCEEDED + download error (URL, expiry)
+       └──────────────┴──────────────┴──▶ FAILED | TIMED_OUT
+
+Each state is written *before* the step it guards: ``mark_submitting`` returns only
+after the commit that holds it, so the create it guards can be sent.
+"""
+
+import asyncio
+import contextlib
+import enum
+import hashlib
+import json
+import os
+import queue
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from typing import Any, Protocol, TypeVar, runtime_checkable
+
+import anyio
+import attrs
+
+from ._errors import KlingError, Scope
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover -- Windows
+    fcntl = None  # type: ignore[assignment]
+
+__all__ = [
+    "ErrorRecord",
+    "FileRecord",
+    "JobRecord",
+    "JobState",
+    "JobStore",
+    "JournalConflict",
+    "JournalError",
+    "JournalStatistics",
+    "MemoryStore",
+    "ResumePlan",
+    "SqliteJournal",
+    "fingerprint",
+]
+
+_T = TypeVar("_T")
+_SCHEMA_VERSION = 1
+# Most state changes that arrive while one commit is on disk go into the next one; the
+# cap keeps a single transaction (and the latency of the first caller in it) bounded.
+_MAX_GROUP = 2048
+
+
+class JobState(enum.Enum):
+    """Where a job stands, as written in the journal."""
+
+    PENDING = "PENDING"
+    SUBMITTING = "SUBMITTING"
+    SUBMITTED = "SUBMITTED"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    TIMED_OUT = "TIMED_OUT"
+    STOPPED = "STOPPED"
+    DOWNLOADED = "DOWNLOADED"
+
+    @property
+    def is_final(self) -> bool:
+        """True when a resume yields the job from the journal without any network call."""
+        return self in _FINAL
+
+
+_FINAL = frozenset({JobState.FAILED, JobState.TIMED_OUT, JobState.DOWNLOADED})
+_TERMINAL = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.TIMED_OUT})
+# Allowed moves; anything else is an engine bug and raises instead of corrupting the row.
+_TRANSITIONS: Mapping[JobState, frozenset[JobState]] = {
+    JobState.PENDING: frozenset(
+        {JobState.SUBMITTING, JobState.FAILED, JobState.STOPPED, JobState.TIMED_OUT}
+    ),
+    JobState.STOPPED: frozenset(
+        {JobState.SUBMITTING, JobState.FAILED, JobState.STOPPED, JobState.TIMED_OUT}
+    ),
+    JobState.SUBMITTING: frozenset(
+        {
+            JobState.SUBMITTING,
+            JobState.SUBMITTED,
+            JobState.FAILED,
+            JobState.STOPPED,
+            JobState.TIMED_OUT,
+            # adopted from a lookup by external id that found the task already finished
+            JobState.SUCCEEDED,
+        }
+    ),
+    JobState.SUBMITTED: frozenset(
+        {JobState.SUBMITTED, JobState.SUCCEEDED, JobState.FAILED, JobState.TIMED_OUT}
+    ),
+    # a timed-out task keeps its slot and is polled until the server says it ended
+    JobState.TIMED_OUT: frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.TIMED_OUT}),
+    JobState.SUCCEEDED: frozenset({JobState.DOWNLOADED}),
+    JobState.FAILED: frozenset(),
+    JobState.DOWNLOADED: frozenset(),
+}
+
+
+class JournalConflict(ValueError):  # noqa: N818 -- the name the contract uses
+    """A key was added again with a different request (or a journal holds another batch)."""
+
+    def __init__(self, message: str, *, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+class JournalError(KlingError, RuntimeError):
+    """The journal cannot be used: disk full, corrupt file, in use, illegal state change.
+
+    Scope BATCH: a batch that cannot record its steps must not take them.
+    """
+
+    default_scope = Scope.BATCH
+
+
+def fingerprint(record: Mapping[str, Any]) -> str:
+    """Return the sha256 hex digest of a request record in canonical JSON.
+
+    Canonical: keys sorted, no whitespace, UTF-8; so the same request always gives the same
+    fingerprint, across processes and Python versions.
+    """
+    text = json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@attrs.frozen
+class ErrorRecord:
+    """Why a job failed, or why its download did: enough to report it and to retry later."""
+
+    type: str
+    message: str
+    code: int | None = None
+    http_status: int | None = None
+    url: str | None = None
+    expires_at: float | None = None
+
+    @classmethod
+    def from_exception(
+        cls, exc: BaseException, *, url: str | None = None, expires_at: float | None = None
+    ) -> "ErrorRecord":
+        """Describe ``exc`` (a ``KlingError`` or any exception) for the journal."""
+        code = getattr(exc, "code", None)
+        status = getattr(exc, "http_status", None)
+        message = getattr(exc, "message", None)
+        return cls(
+            type=type(exc).__name__,
+            message=message if isinstance(message, str) else str(exc),
+            code=code if isinstance(code, int) else None,
+            http_status=status if isinstance(status, int) else None,
+            url=url if url is not None else _str_or_none(getattr(exc, "url", None)),
+            expires_at=expires_at if expires_at is not None else _float_or_none(exc),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """Return the record as a JSON object."""
+        return attrs.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "ErrorRecord":
+        """Rebuild a record written by ``to_json`` (unknown keys are ignored)."""
+        names = {a.name for a in attrs.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+@attrs.frozen
+class FileRecord:
+    """One downloaded result file: where it is and what it holds."""
+
+    path: str
+    sha256: str
+    size: int
+    url: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """Return the record as a JSON object."""
+        return attrs.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "FileRecord":
+        """Rebuild a record written by ``to_json``."""
+        return cls(
+            path=str(data["path"]),
+            sha256=str(data["sha256"]),
+            size=int(data["size"]),
+            url=_str_or_none(data.get("url")),
+        )
+
+
+@attrs.frozen
+class JobRecord:
+    """One job's row as stored: a snapshot, never updated in place."""
+
+    key: str
+    kind: str
+    fingerprint: str
+    record: Mapping[str, Any]
+    state: JobState = JobState.PENDING
+    external_id: str | None = None
+    task_id: str | None = None
+    attempts: int = 0
+    result: Mapping[str, Any] | None = None
+    error: ErrorRecord | None = None
+    files: tuple[FileRecord, ...] = ()
+    created_at: float = 0.0
+    updated_at: float = 0.0
+    submitted_at: float | None = None
+    finished_at: float | None = None
+
+    def moved(self, state: JobState, **changes: Any) -> "JobRecord":
+        """Return this row in ``state`` with ``changes``.
+
+        Raises:
+            JournalError: the move is not allowed from the current state.
+        """
+        if state not in _TRANSITIONS[self.state]:
+            raise JournalError(
+                f"job {self.key!r}: illegal state change {self.state.value} -> {state.value}"
+            )
+        now = time.time()
+        if state in _TERMINAL and self.finished_at is None:
+            changes.setdefault("finished_at", now)
+        return attrs.evolve(self, state=state, updated_at=now, **changes)
+
+
+@attrs.frozen
+class ResumePlan:
+    """The rows of a journal grouped by what a resume does with them."""
+
+    finished: tuple[JobRecord, ...] = ()
+    """FAILED, TIMED_OUT, DOWNLOADED: yield from the journal, no network."""
+    succeeded: tuple[JobRecord, ...] = ()
+    """SUCCEEDED, not downloaded: yield (and download first when the batch has an out_dir)."""
+    submitted: tuple[JobRecord, ...] = ()
+    """SUBMITTED: the task exists (``task_id``); hand it straight to the poll scheduler."""
+    submitting: tuple[JobRecord, ...] = ()
+    """SUBMITTING (and STOPPED after a send): a create may have been sent; look it up by
+    ``external_id``, adopt the task or, if provably absent, send the create again."""
+    pending: tuple[JobRecord, ...] = ()
+    """PENDING and STOPPED before any send: never created; submit (request from ``record``)."""
+
+    @classmethod
+    def from_rows(cls, rows: Iterable[JobRecord]) -> "ResumePlan":
+        """Group ``rows`` by state, keeping their order."""
+        groups: dict[str, list[JobRecord]] = {
+            "finished": [],
+            "succeeded": [],
+            "submitted": [],
+            "submitting": [],
+            "pending": [],
+        }
+        for row in rows:
+            group = _PLAN_GROUP[row.state]
+            if row.state is JobState.STOPPED and row.attempts:
+                # stopped after a create was sent: it may exist, so look it up first
+                group = "submitting"
+            groups[group].append(row)
+        return cls(**{name: tuple(rows) for name, rows in groups.items()})
+
+    def rows(self) -> tuple[JobRecord, ...]:
+        """Every row of the plan, group after group."""
+        return (*self.finished, *self.succeeded, *self.submitted, *self.submitting, *self.pending)
+
+    def __len__(self) -> int:
+        return (
+            len(self.finished)
+            + len(self.succeeded)
+            + len(self.submitted)
+            + len(self.submitting)
+            + len(self.pending)
+        )
+
+
+_PLAN_GROUP: Mapping[JobState, str] = {
+    JobState.FAILED: "finished",
+    JobState.TIMED_OUT: "finished",
+    JobState.DOWNLOADED: "finished",
+    JobState.SUCCEEDED: "succeeded",
+    JobState.SUBMITTED: "submitted",
+    JobState.SUBMITTING: "submitting",
+    JobState.PENDING: "pending",
+    JobState.STOPPED: "pending",
+}
+
+
+@attrs.frozen
+class JournalStatistics:
+    """Counters of a job store, for benchmarks and progress displays."""
+
+    jobs: int
+    states: Mapping[JobState, int]
+    writes: int
+    """State changes and adds applied."""
+    commits: int
+    """Transactions committed (each one fsync with synchronous=FULL)."""
+    largest_group: int
+    """Most operations that shared one commit."""
+    queued: int
+    """Operations waiting for the writer thread."""
+
+
+@runtime_checkable
+class JobStore(Protocol):
+    """Where a batch keeps its jobs; SQLite here, a server database later.
+
+    Every ``mark_*`` and ``add`` returns after the change is durable (committed), so the
+    caller may then take the step the change guards. Concurrent callers share commits.
+    A key is unique within the store; a store belongs to one batch (``batch_id``).
+    """
+
+    @property
+    def batch_id(self) -> str:
+        """The batch this store belongs to (part of every external task id)."""
+        ...
+
+    @property
+    def options(self) -> Mapping[str, Any]:
+        """Options saved when the batch was created (JSON object)."""
+        ...
+
+    async def add(
+        self, key: str, kind: str, fingerprint: str, record: Mapping[str, Any]
+    ) -> JobRecord | None:
+        """Add a PENDING job; return None if new, or the existing row if the same job is known.
+
+        Raises:
+            JournalConflict: ``key`` is known with another fingerprint.
+        """
+        ...
+
+    async def mark_submitting(self, key: str, external_id: str) -> JobRecord:
+        """Record that a create is about to be sent (counts one attempt)."""
+        ...
+
+    async def mark_submitted(self, key: str, task_id: str) -> JobRecord:
+        """Record that the task exists on the server."""
+        ...
+
+    async def mark_terminal(
+        self,
+        key: str,
+        state: JobState,
+        *,
+        result: Mapping[str, Any] | None = None,
+        error: ErrorRecord | None = None,
+    ) -> JobRecord:
+        """Record that the job ended: SUCCEEDED, FAILED, TIMED_OUT or STOPPED."""
+        ...
+
+    async def mark_downloaded(self, key: str, files: Iterable[FileRecord]) -> JobRecord:
+        """Record the result files of a SUCCEEDED job (state DOWNLOADED)."""
+        ...
+
+    async def mark_download_failed(self, key: str, error: ErrorRecord) -> JobRecord:
+        """Keep the job SUCCEEDED-not-downloaded with why (URL, expiry), for a later resume."""
+        ...
+
+    async def get(self, key: str) -> JobRecord | None:
+        """Return the row of ``key``, or None."""
+        ...
+
+    async def resume(self) -> ResumePlan:
+        """Return every row, grouped by what a resume does with it."""
+        ...
+
+    async def flush(self) -> None:
+        """Return when every change made so far is durable."""
+        ...
+
+    def statistics(self) -> JournalStatistics:
+        """Return the store's counters."""
+        ...
+
+    async def aclose(self) -> None:
+        """Flush and release the store."""
+        ...
+
+
+class _Rows:
+    """The transition logic shared by both stores, over any key -> row mapping."""
+
+    @staticmethod
+    def add(
+        existing: JobRecord | None,
+        key: str,
+        kind: str,
+        print_: str,
+        record: Mapping[str, Any],
+    ) -> tuple[JobRecord | None, JobRecord | None]:
+        """Return (row to insert, existing row to return)."""
+        if existing is not None:
+            if existing.fingerprint != print_:
+                raise JournalConflict(
+                    f"job {key!r} is already in the journal with a different request",
+                    key=key,
+                )
+            return None, existing
+        now = time.time()
+        row = JobRecord(
+            key=key,
+            kind=kind,
+            fingerprint=print_,
+            record=record,
+            created_at=now,
+            updated_at=now,
+        )
+        return row, None
+
+    @staticmethod
+    def require(row: JobRecord | None, key: str) -> JobRecord:
+        if row is None:
+            raise KeyError(key)
+        return row
+
+    @staticmethod
+    def submitting(row: JobRecord, external_id: str) -> JobRecord:
+        return row.moved(JobState.SUBMITTING, external_id=external_id, attempts=row.attempts + 1)
+
+    @staticmethod
+    def submitted(row: JobRecord, task_id: str) -> JobRecord:
+        return row.moved(
+            JobState.SUBMITTED,
+            task_id=task_id,
+            submitted_at=row.submitted_at if row.submitted_at is not None else time.time(),
+        )
+
+    @staticmethod
+    def terminal(
+        row: JobRecord,
+        state: JobState,
+        result: Mapping[str, Any] | None,
+        error: ErrorRecord | None,
+    ) -> JobRecord:
+        if state not in _TERMINAL and state is not JobState.STOPPED:
+            raise ValueError(f"not an end state: {state.value}")
+        task_id = row.task_id
+        if result is not None and task_id is None:
+            found = result.get("task_id")
+            task_id = found if isinstance(found, str) else None
+        return row.moved(
+            state,
+            result=result if result is not None else row.result,
+            error=error,
+            task_id=task_id,
+        )
+
+    @staticmethod
+    def downloaded(row: JobRecord, files: Iterable[FileRecord]) -> JobRecord:
+        return row.moved(JobState.DOWNLOADED, files=tuple(files), error=None)
+
+    @staticmethod
+    def download_failed(row: JobRecord, error: ErrorRecord) -> JobRecord:
+        if row.state is not JobState.SUCCEEDED:
+            raise JournalError(
+                f"job {row.key!r}: a download failure needs SUCCEEDED, not {row.state.value}"
+            )
+        return attrs.evolve(row, error=error, updated_at=time.time())
+
+
+class MemoryStore:
+    """A ``JobStore`` in memory: the same rules as the journal, nothing survives the process."""
+
+    def __init__(self, *, batch_id: str | None = None, options: Mapping[str, Any] | None = None):
+        self._batch_id = batch_id or new_batch_id()
+        self._options: Mapping[str, Any] = dict(options or {})
+        self._rows: dict[str, JobRecord] = {}
+        self._states: dict[JobState, int] = dict.fromkeys(JobState, 0)
+        self._writes = 0
+
+    @property
+    def batch_id(self) -> str:
+        """The batch this store belongs to."""
+        return self._batch_id
+
+    @property
+    def options(self) -> Mapping[str, Any]:
+        """Options given when the store was made."""
+        return self._options
+
+    async def __aenter__(self) -> "MemoryStore":
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    def _put(self, row: JobRecord, old: JobRecord | None) -> JobRecord:
+        if old is not None:
+            self._states[old.state] -= 1
+        self._states[row.state] += 1
+        self._rows[row.key] = row
+        self._writes += 1
+        return row
+
+    def _change(self, key: str, move: Callable[[JobRecord], JobRecord]) -> JobRecord:
+        old = _Rows.require(self._rows.get(key), key)
+        return self._put(move(old), old)
+
+    async def add(
+        self, key: str, kind: str, fingerprint: str, record: Mapping[str, Any]
+    ) -> JobRecord | None:
+        """Add a PENDING job; see ``JobStore.add``."""
+        new, existing = _Rows.add(self._rows.get(key), key, kind, fingerprint, record)
+        if new is not None:
+            self._put(new, None)
+        return existing
+
+    async def mark_submitting(self, key: str, external_id: str) -> JobRecord:
+        """See ``JobStore.mark_submitting``."""
+        return self._change(key, lambda row: _Rows.submitting(row, external_id))
+
+    async def mark_submitted(self, key: str, task_id: str) -> JobRecord:
+        """See ``JobStore.mark_submitted``."""
+        return self._change(key, lambda row: _Rows.submitted(row, task_id))
+
+    async def mark_terminal(
+        self,
+        key: str,
+        state: JobState,
+        *,
+        result: Mapping[str, Any] | None = None,
+        error: ErrorRecord | None = None,
+    ) -> JobRecord:
+        """See ``JobStore.mark_terminal``."""
+        return self._change(key, lambda row: _Rows.terminal(row, state, result, error))
+
+    async def mark_downloaded(self, key: str, files: Iterable[FileRecord]) -> JobRecord:
+        """See ``JobStore.mark_downloaded``."""
+        return self._change(key, lambda row: _Rows.downloaded(row, files))
+
+    async def mark_download_failed(self, key: str, error: ErrorRecord) -> JobRecord:
+        """See ``JobStore.mark_download_failed``."""
+        return self._change(key, lambda row: _Rows.download_failed(row, error))
+
+    async def get(self, key: str) -> JobRecord | None:
+        """Return the row of ``key``, or None."""
+        return self._rows.get(key)
+
+    async def resume(self) -> ResumePlan:
+        """Return every row grouped by what a resume does with it."""
+        return ResumePlan.from_rows(self._rows.values())
+
+    async def flush(self) -> None:
+        """Nothing to flush in memory."""
+
+    def statistics(self) -> JournalStatistics:
+        """Return the store's counters."""
+        return JournalStatistics(
+            jobs=len(self._rows),
+            states=dict(self._states),
+            writes=self._writes,
+            commits=self._writes,
+            largest_group=1 if self._writes else 0,
+            queued=0,
+        )
+
+    async def aclose(self) -> None:
+        """Nothing to release in memory."""
+
+
+def new_batch_id() -> str:
+    """Return a fresh batch id: short, unique, safe inside an external task id."""
+    return uuid.uuid4().hex[:16]
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS batch (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    batch_id TEXT NOT NULL,
+    schema_version INTEGER NOT NULL,
+    created_at REAL NOT NULL,
+    options TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS jobs (
+    key TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    record TEXT NOT NULL,
+    state TEXT NOT NULL,
+    external_id TEXT,
+    task_id TEXT,
+    attempts INTEGER NOT NULL,
+    result TEXT,
+    error TEXT,
+    files TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    submitted_at REAL,
+    finished_at REAL,
+    seq INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_seq ON jobs (seq);
+"""
+_COLUMNS = (
+    "key, kind, fingerprint, record, state, external_id, task_id, attempts, result, error,"
+    " files, created_at, updated_at, submitted_at, finished_at"
+)
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def _str_or_none(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _float_or_none(exc: BaseException) -> float | None:
+    value = getattr(exc, "expires_at", None)
+    return float(value) if isinstance(value, int | float) else None
+
+
+def _row_values(row: JobRecord) -> tuple[Any, ...]:
+    return (
+        row.key,
+        row.kind,
+        row.fingerprint,
+        _dumps(row.record),
+        row.state.value,
+        row.external_id,
+        row.task_id,
+        row.attempts,
+        None if row.result is None else _dumps(row.result),
+        None if row.error is None else _dumps(row.error.to_json()),
+        _dumps([f.to_json() for f in row.files]),
+        row.created_at,
+        row.updated_at,
+        row.submitted_at,
+        row.finished_at,
+    )
+
+
+def _from_db(values: tuple[Any, ...]) -> JobRecord:
+    (key, kind, print_, record, state, external_id, task_id, attempts, result, error, files) = (
+        values[:11]
+    )
+    return JobRecord(
+        key=key,
+        kind=kind,
+        fingerprint=print_,
+        record=json.loads(record),
+        state=JobState(state),
+        external_id=external_id,
+        task_id=task_id,
+        attempts=attempts,
+        result=None if result is None else json.loads(result),
+        error=None if error is None else ErrorRecord.from_json(json.loads(error)),
+        files=tuple(FileRecord.from_json(f) for f in json.loads(files)),
+        created_at=values[11],
+        updated_at=values[12],
+        submitted_at=values[13],
+        finished_at=values[14],
+    )
+
+
+_Op = tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]
+
+
+class SqliteJournal:
+    """A ``JobStore`` in a SQLite file: the embedded default journal of a batch.
+
+    One writer thread owns the only connection. Every operation is queued to it; the
+    thread takes all queued operations, runs them in one transaction and commits once,
+    then wakes their callers: under load, thousands of state changes share one fsync,
+    and no caller proceeds before its change is on disk. The event loop never touches
+    the file.
+
+    Open it with ``async with SqliteJournal.open(path) as journal:``.
+    """
+
+    def __init__(self, path: "str | os.PathLike[str]", *, synchronous: str = "FULL") -> None:
+        """Prefer ``SqliteJournal.open``; this only prepares, nothing is opened yet."""
+        if synchronous not in {"NORMAL", "FULL"}:
+            raise ValueError("synchronous must be 'NORMAL' or 'FULL'")
+        self._path = os.fspath(path)
+        self._synchronous = synchronous
+        self._queue: queue.SimpleQueue[_Op | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._batch_id = ""
+        self._options: Mapping[str, Any] = {}
+        self._created = False
+        self._closed = False
+        self._seq = 0
+        self._stats_lock = threading.Lock()
+        self._states: dict[JobState, int] = dict.fromkeys(JobState, 0)
+        self._writes = 0
+        self._commits = 0
+        self._largest_group = 0
+        self._pending_ops = 0
+        self._broken: JournalError | None = None
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def open(
+        cls,
+        path: "str | os.PathLike[str]",
+        *,
+        batch_id: str | None = None,
+        options: Mapping[str, Any] | None = None,
+        synchronous: str = "FULL",
+    ) -> AsyncIterator["SqliteJournal"]:
+        """Open (or create) the journal at ``path`` for the life of the block.
+
+        Args:
+            path: the SQLite file; created with its batch meta row if missing.
+            batch_id: the batch id for a new journal (a fresh one if None); for an existing
+                journal it must be None or equal to the stored one.
+            options: JSON object saved with a new journal (read back as ``options``).
+            synchronous: ``"FULL"`` (default) fsyncs the WAL at every commit, so a commit
+                survives power loss, not only a crash of the process: a SUBMITTING row
+                guards a billed create, and group commit shares each fsync among many
+                changes, so durability costs little per job. ``"NORMAL"`` survives
+                ``kill -9`` but a power loss may roll back the last commits.
+
+        Raises:
+            JournalConflict: the journal belongs to another batch id.
+            JournalError: the file is not a journal of this version or cannot be opened.
+        """
+        journal = cls(path, synchronous=synchronous)
+        await journal._start(batch_id, options)
+        try:
+            yield journal
+        finally:
+            await journal.aclose()
+
+    @property
+    def path(self) -> str:
+        """The journal file."""
+        return self._path
+
+    @property
+    def batch_id(self) -> str:
+        """The batch this journal belongs to."""
+        return self._batch_id
+
+    @property
+    def options(self) -> Mapping[str, Any]:
+        """Options saved when the journal was created."""
+        return self._options
+
+    @property
+    def created(self) -> bool:
+        """True when this open created the journal (nothing to resume)."""
+        return self._created
+
+    async def _start(self, batch_id: str | None, options: Mapping[str, Any] | None) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._thread = threading.Thread(
+            target=self._run, name=f"kling-journal:{os.path.basename(self._path)}", daemon=True
+        )
+        ready: asyncio.Future[None] = self._loop.create_future()
+        self._pending_ops += 1
+        self._queue.put((lambda conn: None, ready))
+        self._thread.start()
+        try:
+            await ready
+            await self._call(lambda conn: self._load_meta(conn, batch_id, options))
+        except BaseException:
+            await self.aclose()
+            raise
+
+    def _connect(self) -> sqlite3.Connection:
+        # isolation_level=None: transactions are begun and committed by the writer loop only.
+        conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=True)
+        try:
+            conn.execute("PRAGMA busy_timeout = 5000")
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            conn.execute(f"PRAGMA synchronous = {self._synchronous}")
+            conn.executescript(_SCHEMA)
+        except BaseException:
+            conn.close()
+            raise
+        if str(mode).lower() != "wal":
+            conn.close()
+            raise JournalError(f"journal {self._path!r}: WAL mode unavailable ({mode})")
+        return conn
+
+    def _load_meta(
+        self, conn: sqlite3.Connection, batch_id: str | None, options: Mapping[str, Any] | None
+    ) -> None:
+        meta = conn.execute(
+            "SELECT batch_id, schema_version, options FROM batch WHERE id = 1"
+        ).fetchone()
+        if meta is None:
+            self._batch_id = batch_id or new_batch_id()
+            self._options = dict(options or {})
+            conn.execute(
+                "INSERT INTO batch (id, batch_id, schema_version, created_at, options)"
+                " VALUES (1, ?, ?, ?, ?)",
+                (self._batch_id, _SCHEMA_VERSION, time.time(), _dumps(self._options)),
+            )
+            self._created = True
+            return
+        stored_id, version, stored_options = meta
+        if version != _SCHEMA_VERSION:
+            raise JournalError(
+                f"journal {self._path!r} has schema {version}, not {_SCHEMA_VERSION}"
+            )
+        if batch_id is not None and batch_id != stored_id:
+            raise JournalConflict(
+                f"journal {self._path!r} belongs to batch {stored_id!r}, not {batch_id!r}"
+            )
+        self._batch_id = stored_id
+        self._options = json.loads(stored_options)
+        for state, count in conn.execute("SELECT state, count(*) FROM jobs GROUP BY state"):
+            self._states[JobState(state)] = count
+        self._seq = conn.execute("SELECT coalesce(max(seq), 0) FROM jobs").fetchone()[0]
+
+    def _run(self) -> None:
+        """The writer thread: group the queued operations into transactions."""
+        lock: int | None = None
+        try:
+            lock = _lock(self._path)
+            conn = self._connect()
+        except (sqlite3.Error, OSError, JournalError) as exc:
+            if lock is not None:
+                os.close(lock)
+            error = exc if isinstance(exc, JournalError) else _journal_error(self._path, exc)
+            self._fail_all(error)
+            return
+        try:
+            while True:
+                first = self._queue.get()
+                if first is None:
+                    return
+                group = [first]
+                stop = False
+                while len(group) < _MAX_GROUP:
+                    try:
+                        op = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if op is None:
+                        stop = True
+                        break
+                    group.append(op)
+                self._run_group(conn, group)
+                if stop or self._broken is not None:
+                    return
+        finally:
+            conn.close()
+            if lock is not None:
+                os.close(lock)  # releases the lock
+            self._fail_all(JournalError(f"journal {self._path!r} is closed"))
+
+    def _run_group(self, conn: sqlite3.Connection, group: list[_Op]) -> None:
+        try:
+            self._commit_group(conn, group)
+        except Exception as exc:  # a bug here must not leave callers waiting forever
+            error = JournalError(f"journal {self._path!r}: the writer thread failed: {exc!r}")
+            error.__cause__ = exc
+            self._broken = error
+            self._settle([future for _, future in group], [(False, error)] * len(group))
+
+    def _commit_group(self, conn: sqlite3.Connection, group: list[_Op]) -> None:
+        outcomes: list[tuple[bool, Any]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for fn, _ in group:
+                try:
+                    outcomes.append((True, fn(conn)))
+                except sqlite3.Error:
+                    raise
+                except Exception as exc:  # handed to its caller: ops raise before writing
+                    outcomes.append((False, exc))
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            error = _journal_error(self._path, exc)
+            outcomes = [(False, error)] * len(group)
+        with self._stats_lock:
+            self._commits += 1
+            self._largest_group = max(self._largest_group, len(group))
+            self._pending_ops -= len(group)
+        self._settle([future for _, future in group], outcomes)
+
+    def _settle(self, futures: list[asyncio.Future[Any]], outcomes: list[tuple[bool, Any]]) -> None:
+        """Wake the callers of a group with one hop to the loop (one self-pipe write)."""
+
+        def settle() -> None:
+            for future, (ok, value) in zip(futures, outcomes, strict=True):
+                if future.cancelled():
+                    continue
+                if ok:
+                    future.set_result(value)
+                else:
+                    future.set_exception(value)
+
+        assert self._loop is not None
+        with contextlib.suppress(RuntimeError):  # the loop is gone: nobody is waiting
+            self._loop.call_soon_threadsafe(settle)
+
+    def _fail_all(self, error: JournalError) -> None:
+        while True:
+            try:
+                op = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if op is not None:
+                self._settle([op[1]], [(False, error)])
+
+    async def _call(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
+        if self._broken is not None:
+            raise self._broken
+        if self._closed or self._loop is None:
+            raise JournalError(f"journal {self._path!r} is closed")
+        future: asyncio.Future[_T] = self._loop.create_future()
+        with self._stats_lock:
+            self._pending_ops += 1
+        self._queue.put((fn, future))
+        return await future
+
+    # -- operations (run in the writer thread, inside a transaction) --
+
+    def _select(self, conn: sqlite3.Connection, key: str) -> JobRecord | None:
+        found = conn.execute(
+            f"SELECT {_COLUMNS} FROM jobs WHERE key = ?",  # noqa: S608 -- constant columns
+            (key,),
+        ).fetchone()
+        return None if found is None else _from_db(found)
+
+    def _insert(self, conn: sqlite3.Connection, row: JobRecord) -> None:
+        self._seq += 1
+        conn.execute(
+            f"INSERT INTO jobs ({_COLUMNS}, seq) VALUES ({', '.join('?' * 16)})",  # noqa: S608
+            (*_row_values(row), self._seq),
+        )
+        self._count(None, row)
+
+    def _update(self, conn: sqlite3.Connection, old: JobRecord, row: JobRecord) -> JobRecord:
+        # JSON columns are re-encoded only when they changed: encoding is most of the cost
+        sets = [
+            ("state", row.state.value),
+            ("external_id", row.external_id),
+            ("task_id", row.task_id),
+            ("attempts", row.attempts),
+            ("updated_at", row.updated_at),
+            ("submitted_at", row.submitted_at),
+            ("finished_at", row.finished_at),
+        ]
+        if row.result is not old.result:
+            sets.append(("result", None if row.result is None else _dumps(row.result)))
+        if row.error is not old.error:
+            sets.append(("error", None if row.error is None else _dumps(row.error.to_json())))
+        if row.files is not old.files:
+            sets.append(("files", _dumps([f.to_json() for f in row.files])))
+        conn.execute(
+            f"UPDATE jobs SET {', '.join(f'{name} = ?' for name, _ in sets)}"  # noqa: S608
+            " WHERE key = ?",
+            (*(value for _, value in sets), row.key),
+        )
+        self._count(old, row)
+        return row
+
+    def _count(self, old: JobRecord | None, new: JobRecord) -> None:
+        with self._stats_lock:
+            if old is not None:
+                self._states[old.state] -= 1
+            self._states[new.state] += 1
+            self._writes += 1
+
+    def _change(
+        self, key: str, move: Callable[[JobRecord], JobRecord]
+    ) -> Callable[[sqlite3.Connection], JobRecord]:
+        def op(conn: sqlite3.Connection) -> JobRecord:
+            old = _Rows.require(self._select(conn, key), key)
+            return self._update(conn, old, move(old))
+
+        return op
+
+    async def add(
+        self, key: str, kind: str, fingerprint: str, record: Mapping[str, Any]
+    ) -> JobRecord | None:
+        """Add a PENDING job; see ``JobStore.add``."""
+        record = dict(record)
+
+        def op(conn: sqlite3.Connection) -> JobRecord | None:
+            new, existing = _Rows.add(self._select(conn, key), key, kind, fingerprint, record)
+            if new is not None:
+                self._insert(conn, new)
+            return existing
+
+        return await self._call(op)
+
+    async def mark_submitting(self, key: str, external_id: str) -> JobRecord:
+        """See ``JobStore.mark_submitting``; durable when it returns."""
+        return await self._call(self._change(key, lambda row: _Rows.submitting(row, external_id)))
+
+    async def mark_submitted(self, key: str, task_id: str) -> JobRecord:
+        """See ``JobStore.mark_submitted``."""
+        return await self._call(self._change(key, lambda row: _Rows.submitted(row, task_id)))
+
+    async def mark_terminal(
+        self,
+        key: str,
+        state: JobState,
+        *,
+        result: Mapping[str, Any] | None = None,
+        error: ErrorRecord | None = None,
+    ) -> JobRecord:
+        """See ``JobStore.mark_terminal``."""
+        return await self._call(
+            self._change(key, lambda row: _Rows.terminal(row, state, result, error))
+        )
+
+    async def mark_downloaded(self, key: str, files: Iterable[FileRecord]) -> JobRecord:
+        """See ``JobStore.mark_downloaded``."""
+        files = tuple(files)
+        return await self._call(self._change(key, lambda row: _Rows.downloaded(row, files)))
+
+    async def mark_download_failed(self, key: str, error: ErrorRecord) -> JobRecord:
+        """See ``JobStore.mark_download_failed``."""
+        return await self._call(self._change(key, lambda row: _Rows.download_failed(row, error)))
+
+    async def get(self, key: str) -> JobRecord | None:
+        """Return the row of ``key``, or None."""
+        return await self._call(lambda conn: self._select(conn, key))
+
+    async def resume(self) -> ResumePlan:
+        """Return every row in insertion order, grouped by what a resume does with it."""
+
+        def op(conn: sqlite3.Connection) -> ResumePlan:
+            rows = conn.execute(f"SELECT {_COLUMNS} FROM jobs ORDER BY seq")  # noqa: S608
+            return ResumePlan.from_rows(_from_db(values) for values in rows)
+
+        return await self._call(op)
+
+    async def flush(self) -> None:
+        """Return when every change queued before this call is committed."""
+        await self._call(lambda conn: None)
+
+    def statistics(self) -> JournalStatistics:
+        """Return the journal's counters (state counts include uncommitted changes)."""
+        with self._stats_lock:
+            return JournalStatistics(
+                jobs=sum(self._states.values()),
+                states=dict(self._states),
+                writes=self._writes,
+                commits=self._commits,
+                largest_group=self._largest_group,
+                queued=self._pending_ops,
+            )
+
+    async def aclose(self) -> None:
+        """Commit what is queued, stop the writer thread and close the file.
+
+        Safe to call twice; shielded from cancellation so the file is always closed.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        thread = self._thread
+        if thread is None:  # never opened
+            return
+        self._queue.put(None)
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(thread.join)
+
+
+def _lock(path: str) -> int | None:
+    """Take ``<path>.lock`` for this process, so two runs never drive one journal.
+
+    An advisory ``flock``: the kernel drops it when the process dies, even by SIGKILL,
+    so a resume after a crash is never refused. None where flock does not exist.
+
+    Raises:
+        JournalError: another process (or another open journal here) holds it.
+    """
+    if path == ":memory:" or fcntl is None:  # pragma: no cover -- Windows has no flock
+        return None
+    fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        os.close(fd)
+        raise JournalError(f"journal {path!r} is in use by another run ({exc.strerror})") from exc
+    return fd
+
+
+def _journal_error(path: str, exc: sqlite3.Error | OSError) -> JournalError:
+    error = JournalError(f"journal {path!r}: {exc}")
+    error.__cause__ = exc
+    return error

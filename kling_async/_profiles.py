@@ -1,0 +1,222 @@
+"""Routes and auth as data: the CometAPI relay (default) and Kling's own API.
+
+A profile knows where each endpoint lives, how the scene image field is spelled and how
+to authenticate. Keys never appear in a profile's repr.
+"""
+
+import base64
+import hashlib
+import hmac
+import ipaddress
+import json
+import os
+import time
+import urllib.parse
+from typing import Final
+
+import attrs
+
+from ._models import Kind
+
+__all__ = [
+    "COMETAPI_BASE_URL",
+    "KLING_BASE_URL",
+    "CometAPI",
+    "Kling",
+    "Profile",
+    "check_base_url",
+]
+
+COMETAPI_BASE_URL: Final = "https://api.cometapi.com"
+KLING_BASE_URL: Final = "https://api-singapore.klingai.com"
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() in ("localhost", "localhost.localdomain"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_base_url(url: str) -> str:
+    """Return ``url`` without a trailing slash; refuse plain http except on loopback.
+
+    Raises:
+        ValueError: Not an http(s) URL, no host, or ``http://`` to a non-loopback host.
+    """
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"base_url must be an http(s) URL with a host, got {url!r}")
+    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+        raise ValueError(
+            f"base_url {url!r} is plain http: only https is allowed, "
+            "except for loopback hosts (127.0.0.1, ::1, localhost)"
+        )
+    if parts.query or parts.fragment:
+        raise ValueError(f"base_url must not have a query or fragment, got {url!r}")
+    return url.rstrip("/")
+
+
+def _env(name: str, value: str | None) -> str | None:
+    # None means "not given": fall back to the environment (also after attrs.evolve).
+    return value if value is not None else (os.environ.get(name) or None)
+
+
+def _cometapi_key(value: str | None) -> str | None:
+    return _env("COMETAPI_KEY", value)
+
+
+def _kling_api_key(value: str | None) -> str | None:
+    return _env("KLING_API_KEY", value)
+
+
+def _kling_access_key(value: str | None) -> str | None:
+    return _env("KLING_ACCESS_KEY", value)
+
+
+def _kling_secret_key(value: str | None) -> str | None:
+    return _env("KLING_SECRET_KEY", value)
+
+
+@attrs.frozen(kw_only=True)
+class Profile:
+    """Where the endpoints live and how to authenticate (base of the two profiles).
+
+    Attributes:
+        base_url: Scheme and host (plain http only for loopback).
+        video_path: Path of the multi-image-to-video endpoint.
+        image_path: Path of the multi-image-to-image endpoint.
+        scene_image_field: Wire spelling of ``MultiImageToImage.scene_image``.
+    """
+
+    base_url: str = attrs.field(converter=check_base_url)
+    video_path: str
+    image_path: str
+    scene_image_field: str
+
+    def path(self, kind: Kind) -> str:
+        """The endpoint path for ``kind``."""
+        return self.video_path if kind is Kind.VIDEO else self.image_path
+
+    def create_url(self, kind: Kind) -> str:
+        """URL of the create endpoint."""
+        return f"{self.base_url}{self.path(kind)}"
+
+    def task_url(self, kind: Kind, task_id: str) -> str:
+        """URL of one task, by task id or external task id."""
+        return f"{self.base_url}{self.path(kind)}/{urllib.parse.quote(task_id, safe='')}"
+
+    def list_url(self, kind: Kind, page: int, page_size: int) -> str:
+        """URL of one page of the task list."""
+        query = urllib.parse.urlencode({"pageNum": page, "pageSize": page_size})
+        return f"{self.base_url}{self.path(kind)}?{query}"
+
+    def has_credentials(self) -> bool:
+        """True when the profile has something to authenticate with."""
+        raise NotImplementedError
+
+    def authorization(self, now: float | None = None) -> str:
+        """The ``Authorization`` header value (a secret: never log it)."""
+        raise NotImplementedError
+
+    def invalidate_token(self) -> None:
+        """Forget a cached token so the next call mints a fresh one (no-op for keys)."""
+
+
+@attrs.frozen(kw_only=True)
+class CometAPI(Profile):
+    """The CometAPI relay (the default profile).
+
+    Args:
+        api_key: The CometAPI key; read from ``COMETAPI_KEY`` when not given.
+    """
+
+    api_key: str | None = attrs.field(
+        default=None, converter=_cometapi_key, repr=False, kw_only=False
+    )
+    base_url: str = attrs.field(default=COMETAPI_BASE_URL, converter=check_base_url)
+    video_path: str = "/kling/v1/videos/multi-image2video"
+    image_path: str = "/kling/v1/images/generations"
+    # CometAPI's page documents this misspelling; see API.md.
+    scene_image_field: str = "scence_image"
+
+    def has_credentials(self) -> bool:
+        """True when a key is set."""
+        return bool(self.api_key)
+
+    def authorization(self, now: float | None = None) -> str:
+        """``Bearer <key>``."""
+        return f"Bearer {self.api_key}"
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def mint_jwt(access_key: str, secret_key: str, *, now: float, ttl: int) -> str:
+    """Mint Kling's HS256 JWT (``iss`` = access key, ``exp`` = now + ttl, ``nbf`` = now - 5).
+
+    Written by hand with hmac/hashlib: HS256 is a few lines and saves a dependency.
+    """
+    header = {"alg": "HS256", "typ": "JWT"}
+    payload = {"iss": access_key, "exp": int(now) + ttl, "nbf": int(now) - 5}
+    signing_input = ".".join(
+        _b64url(json.dumps(part, separators=(",", ":")).encode()) for part in (header, payload)
+    )
+    signature = hmac.new(secret_key.encode(), signing_input.encode(), hashlib.sha256).digest()
+    return f"{signing_input}.{_b64url(signature)}"
+
+
+@attrs.define
+class _TokenCache:
+    token: str | None = None
+    expires_at: float = 0.0
+
+
+@attrs.frozen(kw_only=True)
+class Kling(Profile):
+    """Kling's own API: an API key, or an access/secret key pair signing a JWT.
+
+    Args:
+        api_key: A Kling API key (``KLING_API_KEY``).
+        access_key: Access key for JWT auth (``KLING_ACCESS_KEY``).
+        secret_key: Secret key for JWT auth (``KLING_SECRET_KEY``).
+        jwt_ttl: Lifetime of a minted token, seconds.
+        jwt_refresh_margin: A token is re-minted this many seconds before it expires.
+    """
+
+    api_key: str | None = attrs.field(
+        default=None, converter=_kling_api_key, repr=False, kw_only=False
+    )
+    access_key: str | None = attrs.field(default=None, converter=_kling_access_key, repr=False)
+    secret_key: str | None = attrs.field(default=None, converter=_kling_secret_key, repr=False)
+    base_url: str = attrs.field(default=KLING_BASE_URL, converter=check_base_url)
+    video_path: str = "/v1/videos/multi-image2video"
+    image_path: str = "/v1/images/multi-image2image"
+    scene_image_field: str = "scene_image"
+    jwt_ttl: int = 1800
+    jwt_refresh_margin: int = 300
+    _cache: _TokenCache = attrs.field(factory=_TokenCache, init=False, repr=False, eq=False)
+
+    def has_credentials(self) -> bool:
+        """True when an API key or an access/secret pair is set."""
+        return bool(self.api_key) or bool(self.access_key and self.secret_key)
+
+    def authorization(self, now: float | None = None) -> str:
+        """``Bearer <key>``, or ``Bearer <jwt>`` re-minted before it expires."""
+        if self.api_key:
+            return f"Bearer {self.api_key}"
+        if not (self.access_key and self.secret_key):
+            raise ValueError("Kling profile needs api_key or access_key and secret_key")
+        now = time.time() if now is None else now
+        cache = self._cache
+        if cache.token is None or now >= cache.expires_at - self.jwt_refresh_margin:
+            cache.token = mint_jwt(self.access_key, self.secret_key, now=now, ttl=self.jwt_ttl)
+            cache.expires_at = int(now) + self.jwt_ttl
+        return f"Bearer {cache.token}"
+
+    def invalidate_token(self) -> None:
+        """Drop the cached JWT (after a 1003/1004 answer) so the next call re-mints."""
+        self._cache.token = None

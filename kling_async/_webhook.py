@@ -1,0 +1,764 @@
+"""Status-change callbacks: Standard Webhooks verification and an ``aiohttp.web`` receiver.
+
+Kling and CometAPI POST the task object to a job's ``callback_url`` on every status
+change. A delivery is only ever a *hint*: the receiver hands ``(task_id, status)`` to the
+subscriber's ``on_hint`` callback (the engine passes its scheduler's ``refresh``), which
+re-queries the task before trusting anything; polling stays on as a slow safety net.
+
+What reaches ``on_hint`` is bounded and cheap, whatever arrives on the socket::
+
+    POST <path>/<token>
+      rate bucket empty ............ 429  (no other work done)
+      Content-Length too big ....... 413
+      token not subscribed ......... 404
+      body past the cap ............ 413
+      signature bad (secret set) ... 401
+      not JSON / not a task ........ 400
+      same delivery seen ........... 200  counted as a duplicate, no hint
+      status older than one seen ... 200  counted as stale, no hint
+      otherwise .................... 200  on_hint(task_id, status)
+
+Every answer is counted in :meth:`WebhookReceiver.statistics`; nothing a sender does
+raises into the caller's batch.
+"""
+
+import asyncio
+import base64
+import binascii
+import collections
+import enum
+import hashlib
+import hmac
+import ipaddress
+import json
+import logging
+import secrets
+import time
+import types
+import urllib.parse
+from collections.abc import Callable, Mapping
+from typing import Any, Final, Self
+
+import aiohttp
+import anyio
+import attrs
+from aiohttp import web
+from aiolimiter import AsyncLimiter
+
+from ._errors import KlingError, MalformedResponse
+from ._models import TaskStatus
+from ._wire import parse_task
+
+__all__ = [
+    "DEFAULT_MAX_BODY",
+    "DEFAULT_MAX_RATE",
+    "DEFAULT_RATE_PERIOD",
+    "DEFAULT_TOLERANCE",
+    "HintCallback",
+    "RejectReason",
+    "WebhookConfig",
+    "WebhookReceiver",
+    "WebhookStatistics",
+    "WebhookSubscription",
+    "WebhookVerificationError",
+    "WebhookVerifier",
+]
+
+logger = logging.getLogger("kling_async.webhook")
+
+DEFAULT_TOLERANCE: Final = 300.0
+"""Seconds a ``webhook-timestamp`` may lie in the past or the future (Standard Webhooks)."""
+DEFAULT_MAX_BODY: Final = 64 * 1024
+"""Largest accepted delivery body in bytes; a task object is a few hundred bytes."""
+DEFAULT_MAX_RATE: Final = 200.0
+"""Deliveries per :data:`DEFAULT_RATE_PERIOD` the receiver accepts before answering 429."""
+DEFAULT_RATE_PERIOD: Final = 1.0
+"""Seconds over which :data:`DEFAULT_MAX_RATE` deliveries may arrive (also the burst size)."""
+
+_SECRET_PREFIX: Final = "whsec_"  # noqa: S105 -- a format marker, not a secret
+_SIGNATURE_VERSION: Final = "v1"
+_TOKEN_BYTES: Final = 24
+# Bounded memories per subscription: past them the oldest entries go, and a late
+# duplicate costs one extra idempotent refresh, nothing worse.
+_SEEN_DELIVERIES: Final = 8192
+_SEEN_TASKS: Final = 32768
+_MAX_TIMESTAMP_DIGITS: Final = 12
+
+
+HintCallback = Callable[[str, TaskStatus | None], object]
+"""``on_hint(task_id, status)``: must not block; ``status`` is ``None`` when unreadable."""
+
+# Spellings seen in the native task object, the wrapped CometAPI shape and Kling's
+# Standard Webhooks body; anything else is still a hint, with an unknown status.
+_STATUS_WORDS: Final[Mapping[str, TaskStatus]] = types.MappingProxyType(
+    {
+        "submitted": TaskStatus.SUBMITTED,
+        "queued": TaskStatus.SUBMITTED,
+        "not_start": TaskStatus.SUBMITTED,
+        "processing": TaskStatus.PROCESSING,
+        "in_progress": TaskStatus.PROCESSING,
+        "succeed": TaskStatus.SUCCEEDED,
+        "succeeded": TaskStatus.SUCCEEDED,
+        "success": TaskStatus.SUCCEEDED,
+        "failed": TaskStatus.FAILED,
+        "failure": TaskStatus.FAILED,
+    }
+)
+_RANK: Final[Mapping[TaskStatus, int]] = types.MappingProxyType(
+    {
+        TaskStatus.SUBMITTED: 0,
+        TaskStatus.PROCESSING: 1,
+        TaskStatus.SUCCEEDED: 2,
+        TaskStatus.FAILED: 2,
+    }
+)
+
+
+class RejectReason(enum.Enum):
+    """Why a delivery was refused; the keys of :attr:`WebhookStatistics.rejected`."""
+
+    RATE_LIMITED = "rate_limited"
+    TOO_LARGE = "too_large"
+    UNKNOWN_TOKEN = "unknown_token"  # noqa: S105 -- a reason name, not a secret
+    MISSING_HEADERS = "missing_headers"
+    BAD_TIMESTAMP = "bad_timestamp"
+    BAD_SIGNATURE = "bad_signature"
+    MALFORMED = "malformed"
+
+    @property
+    def http_status(self) -> int:
+        """The HTTP status the receiver answers for this reason."""
+        return _HTTP_STATUS[self]
+
+
+_HTTP_STATUS: Final[Mapping[RejectReason, int]] = types.MappingProxyType(
+    {
+        RejectReason.RATE_LIMITED: 429,
+        RejectReason.TOO_LARGE: 413,
+        RejectReason.UNKNOWN_TOKEN: 404,
+        RejectReason.MISSING_HEADERS: 401,
+        RejectReason.BAD_TIMESTAMP: 401,
+        RejectReason.BAD_SIGNATURE: 401,
+        RejectReason.MALFORMED: 400,
+    }
+)
+
+
+class WebhookVerificationError(KlingError, ValueError):
+    """A delivery failed Standard Webhooks verification (HTTP status 401 when served).
+
+    Attributes:
+        reason: ``MISSING_HEADERS``, ``BAD_TIMESTAMP`` or ``BAD_SIGNATURE``.
+    """
+
+    def __init__(self, message: str, reason: RejectReason) -> None:
+        super().__init__(message, http_status=reason.http_status)
+        self.reason = reason
+
+
+def _decode_secret(secret: str | bytes) -> bytes:
+    """The HMAC key: ``bytes`` as given, a ``str`` as (optionally ``whsec_``-prefixed) base64."""
+    if isinstance(secret, bytes):
+        key = secret
+    else:
+        text = secret.removeprefix(_SECRET_PREFIX)
+        try:
+            key = base64.b64decode(text, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            # The message must not echo the secret.
+            raise ValueError("webhook secret: not base64 after the whsec_ prefix") from exc
+    if not key:
+        raise ValueError("webhook secret: empty")
+    return key
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    """Case-insensitive header lookup on any mapping (aiohttp's is already insensitive)."""
+    value = headers.get(name)
+    if value is not None:
+        return value
+    for key, candidate in headers.items():
+        if key.lower() == name:
+            return candidate
+    return None
+
+
+class WebhookVerifier:
+    """Standard Webhooks (``v1``, HMAC-SHA256) signer and verifier.
+
+    The scheme is a single HMAC-SHA256 over ``"{id}.{timestamp}.{body}"``; the stdlib's
+    ``hmac``, ``hashlib`` and ``base64`` implement it in a few lines with a constant-time
+    compare, so no ``standardwebhooks``/``svix`` dependency (and its transitive pins) is
+    worth taking on for it.
+
+    Args:
+        secret: ``"whsec_<base64>"`` (or the bare base64) as Kling shows it, or the raw
+            key as ``bytes``.
+        tolerance: seconds a timestamp may lie before or after ``now()``.
+        now: wall clock in Unix seconds; injected by tests.
+
+    Raises:
+        ValueError: the secret is empty or not base64 (the message never shows it).
+    """
+
+    __slots__ = ("_key", "_now", "tolerance")
+
+    def __init__(
+        self,
+        secret: str | bytes,
+        *,
+        tolerance: float = DEFAULT_TOLERANCE,
+        now: Callable[[], float] = time.time,
+    ) -> None:
+        if tolerance < 0:
+            raise ValueError(f"tolerance must be >= 0, got {tolerance!r}")
+        self._key = _decode_secret(secret)
+        self._now = now
+        self.tolerance = tolerance
+
+    def __repr__(self) -> str:
+        return f"WebhookVerifier(secret=<hidden>, tolerance={self.tolerance!r})"
+
+    def sign(self, msg_id: str, timestamp: int, body: bytes) -> str:
+        """The ``webhook-signature`` value (``"v1,<base64>"``) for one delivery."""
+        mac = hmac.new(self._key, _signed_content(msg_id, timestamp, body), hashlib.sha256)
+        return f"{_SIGNATURE_VERSION},{base64.b64encode(mac.digest()).decode('ascii')}"
+
+    def headers(self, msg_id: str, body: bytes, *, timestamp: int | None = None) -> dict[str, str]:
+        """The three Standard Webhooks headers for a delivery (timestamp defaults to now)."""
+        ts = int(self._now()) if timestamp is None else timestamp
+        return {
+            "webhook-id": msg_id,
+            "webhook-timestamp": str(ts),
+            "webhook-signature": self.sign(msg_id, ts, body),
+        }
+
+    def verify(self, headers: Mapping[str, str], body: bytes) -> str:
+        """Check a delivery's headers against its raw body; return its ``webhook-id``.
+
+        Any one of the space-separated ``v1,<base64>`` signatures matching is enough (the
+        sender may list several during a key rotation); other versions are ignored.
+
+        Raises:
+            WebhookVerificationError: headers missing, timestamp unreadable or outside
+                the tolerance, or no signature matches.
+        """
+        msg_id = _header(headers, "webhook-id")
+        raw_ts = _header(headers, "webhook-timestamp")
+        raw_sigs = _header(headers, "webhook-signature")
+        if not msg_id or not raw_ts or not raw_sigs:
+            raise WebhookVerificationError(
+                "missing webhook-id, webhook-timestamp or webhook-signature",
+                RejectReason.MISSING_HEADERS,
+            )
+        if not (raw_ts.isascii() and raw_ts.isdigit() and len(raw_ts) <= _MAX_TIMESTAMP_DIGITS):
+            raise WebhookVerificationError(
+                "webhook-timestamp is not Unix seconds", RejectReason.BAD_TIMESTAMP
+            )
+        timestamp = int(raw_ts)
+        if abs(self._now() - timestamp) > self.tolerance:
+            raise WebhookVerificationError(
+                "webhook-timestamp outside the tolerance", RejectReason.BAD_TIMESTAMP
+            )
+        expected = self.sign(msg_id, timestamp, body).encode("ascii")
+        matched = False
+        for candidate in raw_sigs.split():
+            if not candidate.startswith(_SIGNATURE_VERSION + ","):
+                continue
+            # Keep comparing after a match: the work done must not depend on which one matched.
+            matched |= hmac.compare_digest(expected, candidate.encode("utf-8", "replace"))
+        if not matched:
+            raise WebhookVerificationError(
+                "no webhook-signature matches", RejectReason.BAD_SIGNATURE
+            )
+        return msg_id
+
+
+def _signed_content(msg_id: str, timestamp: int, body: bytes) -> bytes:
+    return f"{msg_id}.{timestamp}.".encode() + body
+
+
+def _clean_path(path: str) -> str:
+    """A route prefix: ``""`` or ``"/a/b"`` (no trailing slash, no placeholders)."""
+    path = path.rstrip("/")
+    if path and not path.startswith("/"):
+        raise ValueError(f"webhook path must start with '/', got {path!r}")
+    if any(c in path for c in "{}?#"):
+        raise ValueError(f"webhook path must be a plain path, got {path!r}")
+    return path
+
+
+def _check_public_url(_: object, __: object, value: str | None) -> None:
+    if value is None:
+        return
+    parts = urllib.parse.urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"public_url must be an absolute http(s) URL, got {value!r}")
+    if "?" in value or "#" in value:
+        raise ValueError(f"public_url must have no query or fragment, got {value!r}")
+
+
+def _check_secret(_: object, __: object, value: str | bytes | None) -> None:
+    if value is not None:
+        _decode_secret(value)
+
+
+def _check_positive(_: object, attribute: "attrs.Attribute[float]", value: float) -> None:
+    if not value > 0:
+        raise ValueError(f"{attribute.name} must be > 0, got {value!r}")
+
+
+@attrs.frozen(kw_only=True)
+class WebhookConfig:
+    """How a :class:`WebhookReceiver` listens and what it accepts.
+
+    Args:
+        public_url: the URL the API server can reach that leads to this receiver's
+            ``path`` (a tunnel or reverse proxy); callback URLs are
+            ``<public_url>/<token>``. ``None``: use the bound local URL (tests, simulator).
+        host: interface to bind when the receiver serves on its own.
+        port: port to bind; ``0`` picks a free one (read it from ``receiver.url``).
+        path: route prefix; ``None`` takes the path of ``public_url`` (``""`` without one).
+        secret: Standard Webhooks secret (``"whsec_..."`` or raw bytes); when set, every
+            delivery must carry a valid signature. Never shown in a repr.
+        tolerance: seconds of clock skew allowed on ``webhook-timestamp``, both ways.
+        max_body: largest body accepted, in bytes.
+        max_rate: deliveries accepted per ``rate_period`` (a token bucket; also the burst).
+        rate_period: seconds of the rate window.
+    """
+
+    public_url: str | None = attrs.field(default=None, validator=_check_public_url)
+    host: str = "127.0.0.1"
+    port: int = attrs.field(
+        default=0,
+        validator=attrs.validators.and_(attrs.validators.ge(0), attrs.validators.le(65535)),
+    )
+    path: str | None = None
+    secret: str | bytes | None = attrs.field(default=None, repr=False, validator=_check_secret)
+    tolerance: float = attrs.field(default=DEFAULT_TOLERANCE, validator=attrs.validators.ge(0))
+    max_body: int = attrs.field(default=DEFAULT_MAX_BODY, validator=attrs.validators.gt(0))
+    max_rate: float = attrs.field(default=DEFAULT_MAX_RATE, validator=_check_positive)
+    rate_period: float = attrs.field(default=DEFAULT_RATE_PERIOD, validator=_check_positive)
+
+    def __attrs_post_init__(self) -> None:
+        _clean_path(self.route_path)
+
+    @property
+    def route_path(self) -> str:
+        """The route prefix actually served (``path``, else ``public_url``'s path)."""
+        if self.path is not None:
+            return _clean_path(self.path)
+        if self.public_url is not None:
+            return _clean_path(urllib.parse.urlsplit(self.public_url).path)
+        return ""
+
+
+@attrs.frozen
+class WebhookStatistics:
+    """Counters of one receiver since it was made.
+
+    ``received == accepted + duplicates + stale + sum(rejected.values())`` always holds.
+
+    Attributes:
+        received: POSTs that reached the handler.
+        accepted: deliveries turned into a hint.
+        duplicates: valid deliveries already seen (same ``webhook-id``, same body, or a
+            status already hinted for the task).
+        stale: valid deliveries older than a status already hinted (out of order).
+        rejected: refused deliveries by reason.
+        hint_errors: ``on_hint`` callbacks that raised (logged, then ignored).
+        subscriptions: tokens currently registered.
+    """
+
+    received: int
+    accepted: int
+    duplicates: int
+    stale: int
+    rejected: Mapping[RejectReason, int]
+    hint_errors: int
+    subscriptions: int
+
+    @property
+    def rejected_total(self) -> int:
+        """All refused deliveries."""
+        return sum(self.rejected.values())
+
+
+@attrs.frozen
+class _Delivery:
+    task_id: str
+    status: TaskStatus | None
+
+
+def _loose_task(obj: Any, depth: int = 0) -> _Delivery | None:
+    """Task id and status from a body the core parser refused (it is only a hint)."""
+    if not isinstance(obj, dict) or depth > 2:
+        return None
+    for id_key, status_key in (("task_id", "task_status"), ("id", "status")):
+        task_id, raw = obj.get(id_key), obj.get(status_key)
+        # Kling's Standard Webhooks body is {"id": ..., "status": "succeeded", ...}.
+        if isinstance(task_id, str) and task_id and (id_key == "task_id" or isinstance(raw, str)):
+            status = _STATUS_WORDS.get(raw.strip().lower()) if isinstance(raw, str) else None
+            return _Delivery(task_id=task_id, status=status)
+    return _loose_task(obj.get("data"), depth + 1)
+
+
+def _parse_delivery(body: bytes) -> _Delivery:
+    """Task id and claimed status of a delivery body.
+
+    The core parser reads the documented shapes; anything else that still names a task
+    (an envelope, an unknown status spelling, Kling's Standard Webhooks body) is read
+    loosely: the payload is only a hint, the scheduler re-queries the task.
+
+    Raises:
+        ValueError: not JSON, or no task id in it.
+    """
+    try:
+        obj = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise ValueError("delivery body is not JSON") from exc
+    try:
+        task = parse_task(obj, path="$")
+    except MalformedResponse:
+        delivery = _loose_task(obj)
+    else:
+        delivery = _Delivery(task_id=task.task_id, status=task.status) if task.task_id else None
+    if delivery is None:
+        raise ValueError("delivery body holds no task_id")
+    return delivery
+
+
+class _LRUSet:
+    """A bounded set that forgets its oldest members."""
+
+    __slots__ = ("_items", "_limit")
+
+    def __init__(self, limit: int) -> None:
+        self._items: collections.OrderedDict[object, None] = collections.OrderedDict()
+        self._limit = limit
+
+    def add(self, item: object) -> bool:
+        """Add ``item``; ``False`` when it was already there."""
+        if item in self._items:
+            self._items.move_to_end(item)
+            return False
+        self._items[item] = None
+        if len(self._items) > self._limit:
+            self._items.popitem(last=False)
+        return True
+
+
+class WebhookSubscription:
+    """One registered token: its callback URL and the hint callback behind it.
+
+    Close it (or leave its ``with`` block) when the batch ends; later deliveries to its
+    token answer 404.
+    """
+
+    __slots__ = ("_deliveries", "_on_hint", "_receiver", "_tasks", "token")
+
+    def __init__(self, receiver: "WebhookReceiver", token: str, on_hint: HintCallback) -> None:
+        self._receiver = receiver
+        self._on_hint = on_hint
+        self.token = token
+        self._deliveries = _LRUSet(_SEEN_DELIVERIES)
+        # task id -> statuses already hinted for it
+        self._tasks: collections.OrderedDict[str, set[TaskStatus]] = collections.OrderedDict()
+
+    def __repr__(self) -> str:
+        # The token is a capability: whoever knows it can post hints; keep it out of logs.
+        try:
+            base = self._receiver.public_url
+        except RuntimeError:
+            base = "unbound"
+        return f"WebhookSubscription(base={base!r}, token=<hidden>)"
+
+    @property
+    def callback_url(self) -> str:
+        """The URL to send as a job's ``callback_url``."""
+        return f"{self._receiver.public_url}/{self.token}"
+
+    @property
+    def closed(self) -> bool:
+        """Whether the token no longer receives deliveries."""
+        return self._receiver._subscriptions.get(self.token) is not self
+
+    def close(self) -> None:
+        """Unregister the token (idempotent)."""
+        if not self.closed:
+            del self._receiver._subscriptions[self.token]
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _classify(self, key: object, delivery: _Delivery) -> str:
+        """``"new"``, ``"duplicate"`` or ``"stale"``; records a new one."""
+        if not self._deliveries.add(key):
+            return "duplicate"
+        seen = self._tasks.get(delivery.task_id)
+        if seen is None:
+            seen = self._tasks[delivery.task_id] = set()
+            if len(self._tasks) > _SEEN_TASKS:
+                self._tasks.popitem(last=False)
+        else:
+            self._tasks.move_to_end(delivery.task_id)
+        status = delivery.status
+        if status is None:
+            # An unknown spelling: every new delivery of it is worth one refresh.
+            return "new"
+        if status in seen:
+            return "duplicate"
+        if any(_RANK[s] > _RANK[status] for s in seen):
+            return "stale"
+        seen.add(status)
+        return "new"
+
+
+class WebhookReceiver:
+    """Receives status-change callbacks and turns them into hints for subscribers.
+
+    Serve it on its own for the lifetime of a client::
+
+        async with WebhookReceiver(WebhookConfig(public_url="https://me.example/kling")) as r:
+            with r.subscribe(scheduler.refresh) as sub:
+                ...  # send sub.callback_url with each job
+
+    or mount it into an application you already run (no binding of its own)::
+
+        receiver = WebhookReceiver(WebhookConfig(public_url="https://me.example/hooks"))
+        receiver.add_routes(app, "/hooks")  # or: app.add_subapp("/hooks", receiver.make_app())
+
+    Args:
+        config: listening and acceptance settings.
+        now: wall clock in Unix seconds for signature timestamps; injected by tests.
+    """
+
+    def __init__(
+        self,
+        config: WebhookConfig | None = None,
+        *,
+        now: Callable[[], float] = time.time,
+    ) -> None:
+        self._config = config if config is not None else WebhookConfig()
+        self._verifier = (
+            WebhookVerifier(self._config.secret, tolerance=self._config.tolerance, now=now)
+            if self._config.secret is not None
+            else None
+        )
+        self._subscriptions: dict[str, WebhookSubscription] = {}
+        # Created on first use: aiolimiter binds to the running loop.
+        self._limiter: AsyncLimiter | None = None
+        self._runner: web.AppRunner | None = None
+        self._url: str | None = None
+        self._closed = False
+        self._received = 0
+        self._accepted = 0
+        self._duplicates = 0
+        self._stale = 0
+        self._hint_errors = 0
+        self._rejected: collections.Counter[RejectReason] = collections.Counter()
+
+    def __repr__(self) -> str:
+        where = self._url or self._config.public_url or "unbound"
+        return f"WebhookReceiver({where!r}, signed={self._verifier is not None})"
+
+    @property
+    def config(self) -> WebhookConfig:
+        """The settings this receiver was made with."""
+        return self._config
+
+    @property
+    def url(self) -> str:
+        """The local base URL it serves on, e.g. ``http://127.0.0.1:54321/hooks``.
+
+        Raises:
+            RuntimeError: the receiver is not serving (mounted, or not entered yet).
+        """
+        if self._url is None:
+            raise RuntimeError("webhook receiver is not serving; use 'async with' first")
+        return self._url
+
+    @property
+    def public_url(self) -> str:
+        """The base of callback URLs: ``config.public_url``, else :attr:`url`.
+
+        Raises:
+            RuntimeError: no ``public_url`` configured and not serving.
+        """
+        if self._config.public_url is not None:
+            return self._config.public_url.rstrip("/")
+        return self.url
+
+    # -- subscriptions ---------------------------------------------------------------
+
+    def subscribe(self, on_hint: HintCallback) -> WebhookSubscription:
+        """Register ``on_hint`` under a fresh unguessable token.
+
+        Args:
+            on_hint: called as ``on_hint(task_id, status)`` for each new valid delivery;
+                must not block; an exception from it is logged and counted, not raised.
+
+        Raises:
+            RuntimeError: the receiver is closed.
+        """
+        if self._closed:
+            raise RuntimeError("webhook receiver is closed")
+        token = secrets.token_urlsafe(_TOKEN_BYTES)
+        subscription = WebhookSubscription(self, token, on_hint)
+        self._subscriptions[token] = subscription
+        return subscription
+
+    # -- mounting and serving --------------------------------------------------------
+
+    def add_routes(self, app: web.Application, path: str | None = None) -> None:
+        """Mount the delivery route ``POST <path>/{token}`` into a user's application.
+
+        Args:
+            app: the application (before it starts).
+            path: route prefix; defaults to :attr:`WebhookConfig.route_path`.
+        """
+        prefix = self._config.route_path if path is None else _clean_path(path)
+        app.router.add_post(prefix + "/{token}", self._handle)
+
+    def make_app(self) -> web.Application:
+        """A sub-application serving ``POST /{token}``, for ``app.add_subapp(prefix, ...)``."""
+        app = web.Application()
+        self.add_routes(app, "")
+        return app
+
+    async def __aenter__(self) -> Self:
+        """Bind ``config.host:config.port`` and serve until :meth:`aclose`."""
+        if self._runner is not None or self._closed:
+            raise RuntimeError("webhook receiver can be entered once")
+        app = web.Application()
+        self.add_routes(app)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        self._runner = runner
+        try:
+            site = web.TCPSite(runner, self._config.host, self._config.port)
+            await site.start()
+        except BaseException:
+            await self.aclose()
+            raise
+        host, port = runner.addresses[0][:2]
+        self._url = f"http://{_url_host(host)}:{port}{self._config.route_path}"
+        logger.info("webhook receiver listening on %s", self._url)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Stop serving (when serving) and drop every subscription; idempotent."""
+        self._closed = True
+        self._subscriptions.clear()
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            with anyio.CancelScope(shield=True):
+                await runner.cleanup()
+
+    # -- statistics ------------------------------------------------------------------
+
+    def statistics(self) -> WebhookStatistics:
+        """A frozen snapshot of the counters."""
+        return WebhookStatistics(
+            received=self._received,
+            accepted=self._accepted,
+            duplicates=self._duplicates,
+            stale=self._stale,
+            rejected=types.MappingProxyType(dict(self._rejected)),
+            hint_errors=self._hint_errors,
+            subscriptions=len(self._subscriptions),
+        )
+
+    # -- the handler -----------------------------------------------------------------
+
+    def _reject(self, reason: RejectReason, detail: str = "") -> web.Response:
+        self._rejected[reason] += 1
+        logger.debug("webhook delivery rejected: %s %s", reason.value, detail)
+        return web.Response(status=reason.http_status, text=reason.value)
+
+    async def _take_rate_token(self) -> bool:
+        limiter = self._limiter
+        if limiter is None:
+            limiter = self._limiter = AsyncLimiter(self._config.max_rate, self._config.rate_period)
+        if not limiter.has_capacity():
+            return False
+        # Does not wait: has_capacity() just said there is room and nothing ran since.
+        await limiter.acquire()
+        return True
+
+    async def _read_capped(self, request: web.Request) -> bytes | None:
+        limit = self._config.max_body
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.content.iter_any():
+            size += len(chunk)
+            if size > limit:
+                return None
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        self._received += 1
+        if not await self._take_rate_token():
+            return self._reject(RejectReason.RATE_LIMITED)
+        length = request.content_length
+        if length is not None and length > self._config.max_body:
+            return self._reject(RejectReason.TOO_LARGE, f"content-length {length}")
+        subscription = self._subscriptions.get(request.match_info.get("token", ""))
+        if subscription is None:
+            return self._reject(RejectReason.UNKNOWN_TOKEN)
+        try:
+            body = await self._read_capped(request)
+        except (aiohttp.ClientPayloadError, ConnectionError, asyncio.IncompleteReadError) as exc:
+            return self._reject(RejectReason.MALFORMED, f"body unreadable: {exc!r}")
+        if body is None:
+            return self._reject(RejectReason.TOO_LARGE, "body past the cap")
+        key: object
+        if self._verifier is not None:
+            try:
+                key = ("id", self._verifier.verify(request.headers, body))
+            except WebhookVerificationError as exc:
+                return self._reject(exc.reason, exc.message)
+        else:
+            # Unsigned: a webhook-id header proves nothing, the body's digest does.
+            key = ("sha256", hashlib.sha256(body).digest())
+        try:
+            delivery = _parse_delivery(body)
+        except ValueError as exc:
+            return self._reject(RejectReason.MALFORMED, str(exc))
+        if subscription.closed:
+            # Unsubscribed while the body was read.
+            return self._reject(RejectReason.UNKNOWN_TOKEN)
+        verdict = subscription._classify(key, delivery)
+        if verdict == "duplicate":
+            self._duplicates += 1
+        elif verdict == "stale":
+            self._stale += 1
+        else:
+            self._accepted += 1
+            self._hint(subscription, delivery)
+        return web.Response(status=200)
+
+    def _hint(self, subscription: WebhookSubscription, delivery: _Delivery) -> None:
+        status = delivery.status.value if delivery.status is not None else None
+        logger.debug("webhook hint task_id=%s status=%s", delivery.task_id, status)
+        try:
+            subscription._on_hint(delivery.task_id, delivery.status)
+        except Exception:
+            # A subscriber bug must not turn into a 500 the sender retries forever;
+            # polling still finds the task.
+            self._hint_errors += 1
+            logger.warning("webhook on_hint failed for task_id=%s", delivery.task_id, exc_info=True)
+
+
+def _url_host(host: str) -> str:
+    try:
+        return f"[{host}]" if ipaddress.ip_address(host).version == 6 else host
+    except ValueError:
+        return host

@@ -1,0 +1,317 @@
+"""The ``kling-async`` command line, run in-process through ``main()`` against the simulator."""
+
+import json
+import pathlib
+import shutil
+
+import pytest
+
+from kling_async._cli import main
+from kling_async._cli_run import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    RunSettings,
+    UsageError,
+    resolve_target,
+    settings_path,
+)
+
+EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "examples"
+FAST = "0.002"
+"""Simulator time scale for tests: a 60 s video takes 0.12 s."""
+
+
+@pytest.fixture(autouse=True)
+def no_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No API key in the environment: runs go to the in-process simulator."""
+    for name in (
+        "COMETAPI_KEY",
+        "COMETAPI_BASE_URL",
+        "KLING_API_KEY",
+        "KLING_ACCESS_KEY",
+        "KLING_SECRET_KEY",
+        "KLING_BASE_URL",
+    ):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def examples(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> pathlib.Path:
+    """A copy of the bundled examples, with the working directory inside it."""
+    target = tmp_path / "examples"
+    shutil.copytree(EXAMPLES, target)
+    monkeypatch.chdir(tmp_path)
+    return target
+
+
+def _results(out: pathlib.Path) -> list[dict[str, object]]:
+    text = (out / "results.jsonl").read_text(encoding="utf-8")
+    return [json.loads(line) for line in text.splitlines()]
+
+
+def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    """Missing command, missing --out, bad numbers: exit 2 with argparse's message."""
+    assert main([]) == EXIT_USAGE
+    assert main(["run", "jobs.jsonl"]) == EXIT_USAGE
+    assert main(["run", "jobs.jsonl", "--out", "o", "--concurrency", "0"]) == EXIT_USAGE
+    assert main(["run", "jobs.jsonl", "--out", "o", "--rate", "fast"]) == EXIT_USAGE
+    assert main(["run", "jobs.jsonl", "--out", "o", "--concurrency", "x"]) == EXIT_USAGE
+    assert main(["run", "jobs.jsonl", "--out", "o", "--deadline", "-1"]) == EXIT_USAGE
+    assert main(["run", "jobs.jsonl", "--out", "o", "--quiet", "--json"]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "the following arguments are required: --out" in err
+    assert "must be at least 1" in err
+    assert "expected a number" in err
+    assert "expected a whole number" in err
+    assert "must be a positive number" in err
+
+
+def test_help_lists_the_commands(capsys: pytest.CaptureFixture[str]) -> None:
+    """--help exits 0 and names every command and the exit codes."""
+    assert main(["--help"]) == EXIT_OK
+    out = capsys.readouterr().out
+    for command in ("run", "resume", "status", "validate", "simulate"):
+        assert command in out
+    assert "3 batch stopped" in out
+
+
+def test_simulate_delegates_to_the_simulator(capsys: pytest.CaptureFixture[str]) -> None:
+    """`kling-async simulate` is the simulator's own command line."""
+    assert main(["simulate", "--help"]) == EXIT_OK
+    assert "--account-state" in capsys.readouterr().out
+    assert main(["simulate", "--port", "x"]) == EXIT_USAGE
+
+
+def test_validate_good_files(examples: pathlib.Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """validate on the samples: exit 0 and a count by kind."""
+    assert main(["validate", str(examples / "jobs.jsonl")]) == EXIT_OK
+    assert main(["validate", str(examples / "jobs.csv"), "--quiet"]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert "7 of 7 job(s) valid (4 video, 3 image)" in out
+    assert "jobs.csv" not in out
+
+
+def test_validate_reports_every_bad_line(
+    examples: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """validate on a bad file: exit 2, each bad line with its field and rule."""
+    bad = examples / "bad.jsonl"
+    bad.write_text(
+        '{"key": "a", "kind": "video", "images": ["images/cat.jpg", "images/nope.png"]}\n'
+        '{"key": "b", "kind": "image", "images": ["images/cat.jpg", "images/beach.png"], '
+        '"n": 12}\n'
+        '{"key": "c", "kind": "video", "images": ["images/cat.jpg", "images/beach.png"]}\n',
+        encoding="utf-8",
+    )
+    assert main(["validate", str(bad)]) == EXIT_USAGE
+    out = capsys.readouterr().out
+    assert "2 problem(s) in 3 row(s)" in out
+    assert "images[1]" in out
+    assert "file not found: images/nope.png" in out
+    assert "12 is outside 1..9" in out
+    assert "1 of 3 job(s) valid" in out
+    assert main(["validate", str(bad), "--json"]) == EXIT_USAGE
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    invalid = [event for event in events if event["event"] == "invalid"]
+    assert [(event["line"], event["field"]) for event in invalid] == [(1, "images[1]"), (2, "n")]
+
+
+def test_validate_unreadable_and_empty(
+    examples: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A missing file or a file without jobs is bad input (exit 2)."""
+    assert main(["validate", str(examples / "missing.jsonl")]) == EXIT_USAGE
+    empty = examples / "empty.jsonl"
+    empty.write_text("\n", encoding="utf-8")
+    assert main(["validate", str(empty)]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "cannot read" in err
+    assert "no jobs found" in err
+
+
+def test_run_jsonl_on_the_in_process_simulator(
+    examples: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No key: the run goes to the simulator, says so, and leaves results and files."""
+    out = examples.parent / "out"
+    code = main(["run", str(examples / "jobs.jsonl"), "--out", str(out), "--time-scale", FAST])
+    text = capsys.readouterr().out
+    assert code == EXIT_OK, text
+    assert "No COMETAPI_KEY in the environment: running against a local in-process simulator" in (
+        text
+    )
+    assert "\x1b[" not in text
+    assert "7/7 done" in text
+    assert "kling-async summary" in text
+    assert "requests made" in text
+    results = _results(out)
+    assert [r["key"] for r in results] == [
+        "sunset-walk",
+        "robot-visits-house",
+        "mountain-forest-flyover",
+        "cat-on-stage",
+        "robot-and-cat-portrait",
+        "stage-show",
+        "polka-house",
+    ]
+    assert {r["status"] for r in results} == {"succeeded"}
+    for result in results:
+        assert result["task_id"]
+        assert result["error"] is None
+        files = result["files"]
+        assert isinstance(files, list)
+        assert files
+        for name in files:
+            assert (out / name).stat().st_size > 0
+    assert (out / "journal.sqlite").is_file()
+    saved = json.loads(settings_path(out / "journal.sqlite").read_text(encoding="utf-8"))
+    assert saved["jobs"] == str(examples / "jobs.jsonl")
+    assert "key" not in json.dumps(saved).lower().replace('"key', "")
+
+
+def test_status_shows_the_journal_without_network(
+    examples: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """status prints the states of a finished run; --json gives one object."""
+    out = examples.parent / "out"
+    assert main(["run", str(examples / "jobs.csv"), "--out", str(out), "--time-scale", FAST]) == 0
+    capsys.readouterr()
+    journal = out / "journal.sqlite"
+    assert main(["status", str(journal)]) == EXIT_OK
+    text = capsys.readouterr().out
+    assert "5 job(s)" in text
+    assert "every job has ended" in text
+    assert main(["status", str(journal), "--json"]) == EXIT_OK
+    status = json.loads(capsys.readouterr().out)
+    assert status["jobs"] == 5
+    assert status["unfinished"] == 0
+    assert {row["key"] for row in status["rows"]} == {
+        "beach-cat",
+        "robot-forest",
+        "mountain-dawn",
+        "house-party",
+        "stage-dots",
+    }
+    assert main(["status", str(out / "missing.sqlite")]) == EXIT_USAGE
+    not_a_journal = out / "results.jsonl"
+    assert main(["status", str(not_a_journal)]) == EXIT_USAGE
+
+
+def test_invalid_rows_stop_the_run_before_anything_is_sent(
+    examples: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A bad row: exit 2, nothing written; --skip-invalid runs the rest and exits 1."""
+    jobs = examples / "mixed.jsonl"
+    good = (examples / "jobs.jsonl").read_text(encoding="utf-8").splitlines()[:2]
+    jobs.write_text(
+        "\n".join([*good, '{"key": "broken", "kind": "video", "images": ["images/cat.jpg"]}'])
+        + "\n",
+        encoding="utf-8",
+    )
+    out = examples.parent / "out"
+    assert main(["run", str(jobs), "--out", str(out), "--time-scale", FAST]) == EXIT_USAGE
+    captured = capsys.readouterr()
+    assert "1 images, must be 2 to 4" in captured.out
+    assert "nothing was sent" in captured.err
+    assert not out.exists()
+    code = main(
+        ["run", str(jobs), "--out", str(out), "--time-scale", FAST, "--skip-invalid", "--json"]
+    )
+    assert code == EXIT_FAILED
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert events[-1]["event"] == "summary"
+    assert events[-1]["counts"] == {"succeeded": 2, "invalid": 1}
+    statuses = {r["key"]: r["status"] for r in _results(out)}
+    assert statuses == {"sunset-walk": "succeeded", "robot-visits-house": "succeeded", "broken": "invalid"}
+
+
+def test_nothing_valid_and_unreadable_files(
+    examples: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--skip-invalid with no valid row, a missing file, an empty file: exit 2."""
+    bad = examples / "bad.jsonl"
+    bad.write_text('{"key": "x"}\n', encoding="utf-8")
+    out = str(examples.parent / "out")
+    assert main(["run", str(bad), "--out", out, "--skip-invalid"]) == EXIT_USAGE
+    assert main(["run", str(examples / "missing.csv"), "--out", out]) == EXIT_USAGE
+    empty = examples / "empty.csv"
+    empty.write_text("key,kind,images\n", encoding="utf-8")
+    assert main(["run", str(empty), "--out", out]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "no valid job" in err
+    assert "cannot read" in err
+    assert "holds no jobs" in err
+
+
+def test_a_base_url_without_a_key_is_refused(
+    examples: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--base-url with no key in the environment: exit 2, never a silent simulator."""
+    code = main(
+        [
+            "run",
+            str(examples / "jobs.jsonl"),
+            "--out",
+            "out",
+            "--base-url",
+            "http://127.0.0.1:9",
+        ]
+    )
+    assert code == EXIT_USAGE
+    assert "no API key in the environment for http://127.0.0.1:9" in capsys.readouterr().err
+
+
+def test_target_resolution() -> None:
+    """Keys only from the environment; --simulate wins; profiles read their own variables."""
+    settings = RunSettings(jobs=None, out_dir=pathlib.Path("o"), journal=pathlib.Path("j"))
+    target = resolve_target(settings, {})
+    assert target.simulated
+    assert "No COMETAPI_KEY" in target.notice
+    target = resolve_target(settings, {"COMETAPI_KEY": "sk-x"})
+    assert not target.simulated
+    assert "CometAPI relay" in target.notice
+    assert "sk-x" not in repr(target)
+    kling = RunSettings(
+        jobs=None, out_dir=pathlib.Path("o"), journal=pathlib.Path("j"), profile="kling"
+    )
+    env = {"KLING_ACCESS_KEY": "a", "KLING_SECRET_KEY": "s", "KLING_BASE_URL": "https://k.test"}
+    target = resolve_target(kling, env)
+    assert not target.simulated
+    assert target.base_url == "https://k.test"
+    assert resolve_target(kling, {"KLING_ACCESS_KEY": "a"}).simulated
+    forced = RunSettings(
+        jobs=None, out_dir=pathlib.Path("o"), journal=pathlib.Path("j"), simulate=True
+    )
+    assert resolve_target(forced, {"COMETAPI_KEY": "sk-x"}).simulated
+    with pytest.raises(UsageError, match="COMETAPI_KEY"):
+        resolve_target(settings, {"COMETAPI_BASE_URL": "https://proxy.test"})
+
+
+def test_resume_needs_a_journal(examples: pathlib.Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """resume of a missing journal or unreadable settings: exit 2."""
+    assert main(["resume", str(examples / "nope.sqlite")]) == EXIT_USAGE
+    journal = examples / "j.sqlite"
+    journal.write_bytes(b"")
+    settings_path(journal).write_text("{not json", encoding="utf-8")
+    assert main(["resume", str(journal)]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "no journal at" in err
+    assert "cannot read" in err
+
+
+def test_resume_a_finished_run_sends_nothing_again(
+    examples: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Resuming (or re-running) a finished run yields the journal's outcomes: exit 0."""
+    out = examples.parent / "out"
+    jobs = str(examples / "jobs.csv")
+    assert main(["run", jobs, "--out", str(out), "--time-scale", FAST]) == EXIT_OK
+    capsys.readouterr()
+    assert main(["resume", str(out / "journal.sqlite"), "--json"]) == EXIT_OK
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    summary = events[-1]
+    assert summary["event"] == "summary"
+    assert summary["counts"] == {"succeeded": 5}
+    assert summary["requests"].get("create", 0) == 0
+    assert len(_results(out)) == 5

@@ -1,0 +1,147 @@
+"""The engine's store seam written through the journal, and outcomes read back from rows."""
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from kling_async._engine._outcome import JobStatus, Outcome
+from kling_async._errors import (
+    DownloadError,
+    InvalidRequest,
+    KlingError,
+    ResultExpired,
+    Scope,
+    TaskFailed,
+)
+from kling_async._journal import ErrorRecord, FileRecord, JobState, JournalConflict, SqliteJournal
+from kling_async._journal_bridge import JournalBatchStore, error_from_record, outcome_from_row
+from kling_async._models import GeneratedImage, Image, Kind, MultiImageToVideo, Task, TaskStatus
+from kling_async._wire import request_from_record
+
+REQUEST = MultiImageToVideo(
+    images=(Image.from_url("https://img/a.png"), Image.from_path("/data/in/b.png")),
+    prompt="two friends",
+)
+TASK = Task(
+    task_id="8000000000000000001",
+    status=TaskStatus.SUCCEEDED,
+    external_task_id="b-k",
+    images=(GeneratedImage(index=0, url="https://cdn/r0.png"),),
+    created_at=1_700_000_000_000,
+    updated_at=1_700_000_060_000,
+)
+
+
+@pytest.fixture
+async def bridge(tmp_path: Path) -> AsyncIterator[JournalBatchStore]:
+    """A bridge over a real journal."""
+    async with SqliteJournal.open(tmp_path / "j.sqlite", batch_id="b") as journal:
+        yield JournalBatchStore(journal)
+
+
+async def test_pending_stores_a_rebuildable_request(bridge: JournalBatchStore) -> None:
+    """The row of a new job holds a record that rebuilds the same request; repeats are no-ops."""
+    assert await bridge.pending("k", Kind.VIDEO, REQUEST, "b-k") is None
+    row = await bridge.store.get("k")
+    assert row is not None
+    assert (row.kind, row.state) == ("video", JobState.PENDING)
+    assert request_from_record(row.record) == REQUEST
+    again = await bridge.pending("k", Kind.VIDEO, REQUEST, "b-k")
+    assert again is not None
+    other = MultiImageToVideo(images=REQUEST.images, prompt="other")
+    with pytest.raises(JournalConflict, match="'k'"):
+        await bridge.pending("k", Kind.VIDEO, other, "b-k")
+
+
+async def test_success_round_trips_to_the_same_outcome(bridge: JournalBatchStore) -> None:
+    """A SUCCEEDED outcome written by the engine reads back with its task and files."""
+    await bridge.pending("k", Kind.VIDEO, REQUEST, "b-k")
+    await bridge.submitting("k", "b-k")
+    await bridge.submitted("k", TASK.task_id)
+    outcome = Outcome(key="k", kind=Kind.VIDEO, status=JobStatus.SUCCEEDED, task=TASK)
+    await bridge.finished(outcome)
+    row = await bridge.store.get("k")
+    assert row is not None
+    back = outcome_from_row(row)
+    assert (back.status, back.task, back.error, back.attempts) == (
+        JobStatus.SUCCEEDED,
+        TASK,
+        None,
+        1,
+    )
+    assert back.files == ()
+    await bridge.download_failed("k", ResultExpired("gone", url="https://cdn/r0.png"))
+    row = await bridge.store.get("k")
+    assert row is not None
+    assert row.error is not None
+    assert outcome_from_row(row).error is None
+    files = [FileRecord(path="/out/k-0.png", sha256="a" * 64, size=3)]
+    await bridge.downloaded("k", files)
+    row = await bridge.store.get("k")
+    assert row is not None
+    assert outcome_from_row(row).files == (Path("/out/k-0.png"),)
+
+
+async def test_failure_round_trips_with_its_error(bridge: JournalBatchStore) -> None:
+    """A FAILED outcome reads back with the same error class, message, code and key."""
+    await bridge.pending("k", Kind.VIDEO, REQUEST, "b-k")
+    await bridge.submitting("k", "b-k")
+    await bridge.submitted("k", "1")
+    failed = Task(task_id="1", status=TaskStatus.FAILED, status_message="nsfw")
+    error = TaskFailed("nsfw", task_id="1", code=1301)
+    await bridge.finished(
+        Outcome(key="k", kind=Kind.VIDEO, status=JobStatus.FAILED, task=failed, error=error)
+    )
+    row = await bridge.store.get("k")
+    assert row is not None
+    back = outcome_from_row(row)
+    assert back.status is JobStatus.FAILED
+    assert back.task == failed
+    assert isinstance(back.error, TaskFailed)
+    assert (back.error.message, back.error.code, back.error.job_key) == ("nsfw", 1301, "k")
+    assert back.error.task_id == "1"
+
+
+def test_error_from_record_handles_odd_classes() -> None:
+    """Unknown types become KlingError; classes with other constructors are rebuilt too."""
+    unknown = error_from_record(ErrorRecord(type="OSError", message="disk"), key="k", task_id=None)
+    assert type(unknown) is KlingError
+    assert unknown.scope is Scope.JOB
+    invalid = error_from_record(
+        ErrorRecord(type="InvalidRequest", message="x: y"), key="k", task_id=None
+    )
+    assert isinstance(invalid, InvalidRequest)
+    assert str(invalid) == "x: y [job='k']"
+    gone = error_from_record(
+        ErrorRecord(type="ResultExpired", message="gone", url="u", expires_at=5.0),
+        key="k",
+        task_id="1",
+    )
+    assert isinstance(gone, DownloadError)
+    assert (gone.url, gone.expires_at) == ("u", 5.0)
+
+
+async def test_rows_that_have_not_ended_have_no_outcome(bridge: JournalBatchStore) -> None:
+    """outcome_from_row refuses PENDING, SUBMITTING and SUBMITTED rows."""
+    await bridge.pending("k", Kind.VIDEO, REQUEST, "b-k")
+    row = await bridge.store.get("k")
+    assert row is not None
+    with pytest.raises(ValueError, match="has not ended"):
+        outcome_from_row(row)
+
+
+async def test_stopped_outcome_is_recorded_for_resume(bridge: JournalBatchStore) -> None:
+    """A STOPPED outcome is written as STOPPED and resumes as pending."""
+    await bridge.pending("k", Kind.VIDEO, REQUEST, "b-k")
+    await bridge.finished(
+        Outcome(
+            key="k",
+            kind=Kind.VIDEO,
+            status=JobStatus.STOPPED,
+            error=KlingError("left", scope=Scope.BATCH),
+        )
+    )
+    plan = await bridge.store.resume()
+    assert [r.key for r in plan.pending] == ["k"]
+    assert outcome_from_row(plan.pending[0]).status is JobStatus.STOPPED
