@@ -1,9 +1,11 @@
 """Journal overhead per job: SQLite (FULL, NORMAL) against the in-memory store.
 
-Each job goes through every state a batch writes (add, SUBMITTING, SUBMITTED, SUCCEEDED,
-DOWNLOADED), with ``--concurrency`` jobs in flight at once as in a running batch.
-CPU is process time (it includes the writer thread). Run:
-``python -m benchmarks.journal --jobs 10000``.
+Part 1, the store alone: each job goes through every state a batch writes (add,
+SUBMITTING, SUBMITTED, SUCCEEDED, DOWNLOADED), ``--concurrency`` jobs in flight at once.
+Part 2, a whole batch (``--batch`` jobs) against the in-process simulator, without a
+store and with the journal behind the engine's store seam. CPU is process time (it
+includes the writer thread and, in part 2, the simulator). Run:
+``python -m benchmarks.journal --jobs 10000 --batch 2000``.
 """
 
 import argparse
@@ -14,6 +16,7 @@ from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
+from kling_async._client import Client
 from kling_async._journal import (
     FileRecord,
     JobState,
@@ -22,6 +25,10 @@ from kling_async._journal import (
     SqliteJournal,
     fingerprint,
 )
+from kling_async._journal_bridge import JournalBatchStore
+from kling_async._models import Image, MultiImageToImage, MultiImageToVideo, Request
+from kling_async._policy import Backoff, Limits, PollPolicy, Timeouts
+from kling_async.simulator import Fixed, Simulator, SimulatorConfig
 
 STATES_PER_JOB = 5
 
@@ -121,6 +128,83 @@ async def main(jobs: int, concurrency: int) -> None:
         )
 
 
+async def batch_table(jobs: int) -> None:
+    """Print the whole-batch comparison."""
+    scale = 0.0005
+    urls = (
+        Image.from_url("https://example.com/a.png"),
+        Image.from_url("https://example.com/b.png"),
+    )
+
+    def request(i: int) -> Request:
+        if i % 2:
+            return MultiImageToVideo(images=urls, prompt=f"job {i}")
+        return MultiImageToImage(images=urls, n=1 + i % 3)
+
+    async def one(kind: str, folder: str) -> tuple[float, float]:
+        config = SimulatorConfig(
+            time_scale=scale,
+            durations={"video": Fixed(seconds=60), "image": Fixed(seconds=15)},
+            video_slots=100,
+            image_slots=100,
+            seed=1,
+        )
+        async with Simulator(config) as sim:
+            client = Client(
+                api_key=sim.api_key,
+                base_url=sim.url,
+                timeouts=Timeouts(connect=1.0, read=1.0, total=2.0),
+                limits=Limits(
+                    requests_per_second=None, max_creates=16, video_slots=100, image_slots=100
+                ),
+                backoff=Backoff().scaled(scale * 20),
+                poll=PollPolicy(expected_video=60, expected_image=15).scaled(scale),
+            )
+            wall0, cpu0 = time.perf_counter(), time.process_time()
+            async with client:
+                if kind == "none":
+                    async with client.batch(max_pending=500) as batch:
+                        await batch.feed((f"k{i}", request(i)) for i in range(jobs))
+                        count = len([o async for o in batch])
+                else:
+                    path = Path(folder) / f"{kind}.sqlite"
+                    opener: AbstractAsyncContextManager[JobStore] = (
+                        MemoryStore(keep_records=False)
+                        if kind == "memory"
+                        else SqliteJournal.open(path, synchronous=kind.rsplit(maxsplit=1)[-1])
+                    )
+                    async with opener as store:
+                        bridge = JournalBatchStore(store)
+                        async with client.batch(
+                            store=bridge,  # type: ignore[arg-type]
+                            batch_id=store.batch_id,
+                            max_pending=500,
+                        ) as batch:
+                            await batch.feed((f"k{i}", request(i)) for i in range(jobs))
+                            count = len([o async for o in batch])
+            assert count == jobs
+            return time.perf_counter() - wall0, time.process_time() - cpu0
+
+    print()
+    print(f"whole batch, {jobs} jobs against the in-process simulator (cpu includes it)")
+    header = (
+        f"{'store':<18} {'wall s':>8} {'cpu s':>8} {'cpu/job':>10} "
+        f"{'+cpu/job':>10} {'+wall/job':>10}"
+    )
+    print(header)
+    print("-" * len(header))
+    with tempfile.TemporaryDirectory() as folder:
+        base: tuple[float, float] | None = None
+        for kind in ("none", "memory", "sqlite FULL", "sqlite NORMAL"):
+            wall, cpu = await one(kind, folder)
+            if base is None:
+                base = (wall, cpu)
+            print(
+                f"{kind:<18} {wall:>8.2f} {cpu:>8.2f} {_us(cpu / jobs):>10} "
+                f"{_us((cpu - base[1]) / jobs):>10} {_us((wall - base[0]) / jobs):>10}"
+            )
+
+
 def _us(seconds: float) -> str:
     return f"{seconds * 1e6:.0f} us"
 
@@ -133,5 +217,8 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--jobs", type=int, default=10_000)
     parser.add_argument("--concurrency", type=int, default=500)
+    parser.add_argument("--batch", type=int, default=2000, help="jobs of part 2 (0: skip)")
     args = parser.parse_args()
     asyncio.run(main(args.jobs, args.concurrency))
+    if args.batch:
+        asyncio.run(batch_table(args.batch))

@@ -12,9 +12,11 @@ import asyncio
 import base64
 import io
 import json
+import os
 import sys
 import time
 from collections import Counter
+from pathlib import Path
 
 import aiohttp
 from PIL import Image
@@ -64,6 +66,15 @@ async def _load(
     return counts
 
 
+def _cpu_seconds(pid: int) -> float | None:
+    """User+system CPU seconds of a process (Linux /proc; None elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _config(time_scale: float) -> SimulatorConfig:
     return SimulatorConfig(
         durations={"video": Fixed(seconds=60)}, time_scale=time_scale, video_slots=None, seed=1
@@ -72,6 +83,7 @@ def _config(time_scale: float) -> SimulatorConfig:
 
 async def _run(args: argparse.Namespace) -> None:
     started = time.monotonic()
+    server_cpu: float | None = None
     if args.in_process:
         async with Simulator(_config(args.time_scale)) as sim:
             counts = await _load(sim.url, args.seconds, args.concurrency, args.create_share)
@@ -97,7 +109,11 @@ async def _run(args: argparse.Namespace) -> None:
         url = line.rsplit(" ", 1)[1].strip()
         try:
             started = time.monotonic()
+            cpu_before = _cpu_seconds(process.pid)
             counts = await _load(url, args.seconds, args.concurrency, args.create_share)
+            cpu_after = _cpu_seconds(process.pid)
+            if cpu_before is not None and cpu_after is not None:
+                server_cpu = cpu_after - cpu_before
             async with (
                 aiohttp.ClientSession() as session,
                 session.get(url + "/_sim/statistics") as response,
@@ -116,6 +132,11 @@ async def _run(args: argparse.Namespace) -> None:
     print(f"simulator benchmark, {where}, {args.concurrency} concurrent clients")
     print(f"  {total} requests in {elapsed:.1f} s = {total / elapsed:,.0f} requests/s sustained")
     print(f"  answers: {dict(sorted(counts.items()))}; tasks in the table: {tasks}")
+    if server_cpu:
+        print(
+            f"  server CPU: {server_cpu:.2f} s = {server_cpu / elapsed:.0%} of one core;"
+            f" {total / server_cpu:,.0f} requests per server CPU-second"
+        )
 
 
 def main() -> None:

@@ -114,7 +114,8 @@ def _add_run_flags(parser: argparse.ArgumentParser, *, resume: bool) -> None:
         "--time-scale",
         type=_positive_float,
         metavar="F",
-        help=f"simulator only: real seconds per simulated second (default {run.DEMO_TIME_SCALE})",
+        help="real seconds per simulated second of a simulator (in-process default "
+        f"{run.DEMO_TIME_SCALE}; give a stand-alone simulator's value with --base-url)",
     )
     _add_output_flags(parser)
 
@@ -308,5 +309,5 @@ def main(argv: list[str] | None = None) -> int:
     return code
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # pragma: no cover - exercised by the subprocess tests
     raise SystemExit(main())

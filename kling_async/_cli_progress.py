@@ -202,6 +202,8 @@ class RunSummary:
     exit_code: int
     stop_reason: str | None = None
     interrupted: bool = False
+    hints: tuple[str, ...] = ()
+    """What to do next (how to resume, where the errors are), shown after the table."""
 
     def to_json(self) -> dict[str, object]:
         """The summary as a JSON-ready mapping."""
@@ -218,6 +220,7 @@ class RunSummary:
             "exit_code": self.exit_code,
             "stop_reason": self.stop_reason,
             "interrupted": self.interrupted,
+            "hints": list(self.hints),
         }
 
 
@@ -403,7 +406,10 @@ class Display:
         """The run ended (before the summary); tear down any live view."""
 
     def summary(self, summary: RunSummary) -> None:
-        """The final summary."""
+        """The final summary (quiet: only its hints, when the run did not succeed)."""
+        if summary.exit_code:
+            for hint in summary.hints:
+                self.warning(hint)
 
 
 QuietDisplay = Display
@@ -482,6 +488,8 @@ class _ConsoleDisplay(Display):
 
     def summary(self, summary: RunSummary) -> None:
         self.console.print(render_summary(summary, terminal=self.console.is_terminal))
+        for hint in summary.hints:
+            self.notice(hint)
 
 
 def render_summary(summary: RunSummary, *, terminal: bool) -> RenderableType:
@@ -495,7 +503,7 @@ def render_summary(summary: RunSummary, *, terminal: bool) -> RenderableType:
     table.add_column("what", style="bold" if terminal else None)
     table.add_column("value")
     table.add_row("jobs", str(summary.total))
-    for status in ("succeeded", "failed", "timed_out", "stopped", "invalid", "not run"):
+    for status in ("succeeded", "failed", "timed_out", "stopped", "invalid", "unfinished"):
         count = summary.counts.get(status, 0)
         if count or status in {"succeeded", "failed"}:
             style = _STATUS_STYLE.get(status) if terminal and count else None

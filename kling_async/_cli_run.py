@@ -201,6 +201,17 @@ def _profile(target: Target, env: Mapping[str, str], sim: Any | None) -> Any:
     return ka.CometAPI(env.get("COMETAPI_KEY"), **options)
 
 
+def time_scale(settings: RunSettings, target: Target) -> float:
+    """Real seconds per server second: ``--time-scale``, else the in-process default, else 1.
+
+    A stand-alone simulator started with ``--time-scale`` needs the same value here, so
+    the client's polls and backoff shrink with the simulated run times.
+    """
+    if settings.time_scale is not None:
+        return settings.time_scale
+    return DEMO_TIME_SCALE if target.simulated else 1.0
+
+
 @contextlib.asynccontextmanager
 async def open_client(
     settings: RunSettings, target: Target, env: Mapping[str, str]
@@ -208,9 +219,8 @@ async def open_client(
     """The client of a run (and the in-process simulator it talks to, when simulated)."""
     async with contextlib.AsyncExitStack() as stack:
         sim = None
-        scale = 1.0
+        scale = time_scale(settings, target)
         if target.simulated:
-            scale = settings.time_scale or DEMO_TIME_SCALE
             sim = await stack.enter_async_context(
                 ka.Simulator(ka.SimulatorConfig(time_scale=scale))
             )
@@ -303,10 +313,8 @@ class BatchRun:
 
     @property
     def time_scale(self) -> float:
-        """Real seconds per server second (below 1 against the time-scaled simulator)."""
-        if not self.target.simulated:
-            return 1.0
-        return self.settings.time_scale or DEMO_TIME_SCALE
+        """Real seconds per server second (below 1 against a time-scaled simulator)."""
+        return time_scale(self.settings, self.target)
 
     @property
     def total(self) -> int:
@@ -407,11 +415,29 @@ class BatchRun:
             return EXIT_FAILED
         return EXIT_OK
 
+    def _hints(self, summary: RunSummary, code: int) -> tuple[str, ...]:
+        resume = f"kling-async resume {summary.journal}"
+        if self.state.interrupted:
+            left = summary.total - summary.counts.get("succeeded", 0)
+            return (
+                f"Interrupted: {left} job(s) not done. Nothing is lost.",
+                f"Continue with:  {resume}",
+            )
+        if code == EXIT_STOPPED:
+            reason = self.state.stop_reason or "see above"
+            return (
+                f"The batch was stopped: {reason}. "
+                f"Fix the key or the account, then continue with:  {resume}",
+            )
+        if code == EXIT_FAILED and summary.results_path:
+            return (f"Some jobs did not succeed; details in {summary.results_path}.",)
+        return ()
+
     def _summarize(self, records: Sequence[JobRecord], code: int) -> None:
         state, display = self.state, self.display
         counts = count_statuses(records)
         if len(records) < self.total:
-            counts["not run"] = self.total - len(records)
+            counts["unfinished"] = self.total - len(records)
         stats = state.stats
         journal = _display_path(self.settings.journal)
         summary = RunSummary(
@@ -428,19 +454,7 @@ class BatchRun:
             stop_reason=state.stop_reason,
             interrupted=state.interrupted,
         )
-        display.summary(summary)
-        resume = f"kling-async resume {journal}"
-        if state.interrupted:
-            left = self.total - counts.get("succeeded", 0)
-            display.notice(f"Interrupted: {left} job(s) not done. Nothing is lost.")
-            display.notice(f"Continue with:  {resume}")
-        elif code == EXIT_STOPPED:
-            display.notice(
-                f"The batch was stopped: {state.stop_reason or 'see above'}. "
-                f"Fix the key or the account, then continue with:  {resume}"
-            )
-        elif code == EXIT_FAILED and records:
-            display.notice(f"Some jobs did not succeed; details in {summary.results_path}.")
+        display.summary(attrs.evolve(summary, hints=self._hints(summary, code)))
 
 
 def _display_path(path: pathlib.Path) -> str:

@@ -1,6 +1,7 @@
 """The Client: one HTTP call per method, typed results or typed errors."""
 
 import enum
+import functools
 import json
 import os
 import time
@@ -10,6 +11,7 @@ from typing import Any, Final, Self
 import anyio.to_thread
 import attrs
 
+from . import _journaled
 from ._clock import Clock
 from ._engine import Batch, BatchStore, Engine, EngineStatistics
 from ._errors import AuthenticationError, KlingError, TransportError
@@ -177,7 +179,8 @@ class Client:
         fields: dict[str, Any] = {"endpoint": endpoint, "kind": kind.value, "task_id": task_id}
         try:
             response = await transport.send(request)
-            data = decode_response(response, secrets=self._secrets())
+            secrets = (*self._secrets(), headers["Authorization"].removeprefix("Bearer "))
+            data = decode_response(response, secrets=secrets)
         except KlingError as exc:
             if exc.task_id is None:
                 exc.task_id = task_id
@@ -376,11 +379,18 @@ class Client:
             deadline: Seconds per job, from its submission, before it ends TIMED_OUT.
             store: Where job states are written (the journal's seam; default: nowhere).
         """
-        if journal is not None or out_dir is not None:
-            raise NotImplementedError("journal= and out_dir= arrive with the journal")
-        return self._engine.batch(
+        batch = self._engine.batch(
             batch_id=batch_id, max_pending=max_pending, deadline=deadline, store=store
         )
+        if journal is not None or out_dir is not None:
+            if store is not None:
+                raise ValueError("pass either journal=/out_dir= or store=, not both")
+            batch.configure(
+                prepare=functools.partial(
+                    _journaled.prepare, journal=journal, out_dir=out_dir, batch_id=batch_id
+                )
+            )
+        return batch
 
     def refresh(self, task_id: str) -> bool:
         """Make a running task due for a poll now (a webhook hint); False if unknown."""

@@ -215,6 +215,13 @@ class AiohttpTransport:
             raise ConnectError(f"cannot connect to {_origin(request.url)}: {_reason(exc)}") from exc
         except (TimeoutError, aiohttp.SocketTimeoutError) as exc:
             raise RequestTimeout(f"{request.method} {_path(request.url)} timed out") from exc
+        except aiohttp.InvalidURL as exc:
+            raise ConnectError(f"invalid URL {_origin(request.url)!r}: request not sent") from exc
+        except aiohttp.ClientResponseError as exc:
+            # The server sent something that is not HTTP (bad status line, bad headers).
+            raise MalformedResponse(
+                f"{request.method} {_path(request.url)}: invalid HTTP answer", http_status=None
+            ) from exc
         except aiohttp.ClientPayloadError as exc:
             raise ConnectionLost(
                 f"{request.method} {_path(request.url)}: response body cut short"

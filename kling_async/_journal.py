@@ -22,6 +22,7 @@ import enum
 import hashlib
 import json
 import os
+import pathlib
 import queue
 import sqlite3
 import threading
@@ -473,9 +474,24 @@ class _Rows:
 
 
 class MemoryStore:
-    """A ``JobStore`` in memory: the same rules as the journal, nothing survives the process."""
+    """A ``JobStore`` in memory: the same rules as the journal, nothing survives the process.
 
-    def __init__(self, *, batch_id: str | None = None, options: Mapping[str, Any] | None = None):
+    Args:
+        batch_id: The batch id (a fresh one when None).
+        options: Kept as ``options``.
+        keep_records: Keep each job's request record. A batch without a journal never
+            rebuilds a request, so it passes False: rows stay small (key, fingerprint,
+            state) however large the requests are (base64 images).
+    """
+
+    def __init__(
+        self,
+        *,
+        batch_id: str | None = None,
+        options: Mapping[str, Any] | None = None,
+        keep_records: bool = True,
+    ) -> None:
+        self._keep_records = keep_records
         self._batch_id = batch_id or new_batch_id()
         self._options: Mapping[str, Any] = dict(options or {})
         self._rows: dict[str, JobRecord] = {}
@@ -516,7 +532,7 @@ class MemoryStore:
         """Add a PENDING job; see ``JobStore.add``."""
         new, existing = _Rows.add(self._rows.get(key), key, kind, fingerprint, record)
         if new is not None:
-            self._put(new, None)
+            self._put(new if self._keep_records else attrs.evolve(new, record={}), None)
         return existing
 
     async def mark_submitting(self, key: str, external_id: str) -> JobRecord:
@@ -682,12 +698,19 @@ class SqliteJournal:
     Open it with ``async with SqliteJournal.open(path) as journal:``.
     """
 
-    def __init__(self, path: "str | os.PathLike[str]", *, synchronous: str = "FULL") -> None:
+    def __init__(
+        self,
+        path: "str | os.PathLike[str]",
+        *,
+        synchronous: str = "FULL",
+        readonly: bool = False,
+    ) -> None:
         """Prefer ``SqliteJournal.open``; this only prepares, nothing is opened yet."""
         if synchronous not in {"NORMAL", "FULL"}:
             raise ValueError("synchronous must be 'NORMAL' or 'FULL'")
         self._path = os.fspath(path)
         self._synchronous = synchronous
+        self._readonly = readonly
         self._queue: queue.SimpleQueue[_Op | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -713,6 +736,7 @@ class SqliteJournal:
         batch_id: str | None = None,
         options: Mapping[str, Any] | None = None,
         synchronous: str = "FULL",
+        readonly: bool = False,
     ) -> AsyncIterator["SqliteJournal"]:
         """Open (or create) the journal at ``path`` for the life of the block.
 
@@ -726,12 +750,14 @@ class SqliteJournal:
                 guards a billed create, and group commit shares each fsync among many
                 changes, so durability costs little per job. ``"NORMAL"`` survives
                 ``kill -9`` but a power loss may roll back the last commits.
+            readonly: read an existing journal, even while a run writes it (``status``);
+                no lock is taken and every write raises JournalError.
 
         Raises:
             JournalConflict: the journal belongs to another batch id.
             JournalError: the file is not a journal of this version or cannot be opened.
         """
-        journal = cls(path, synchronous=synchronous)
+        journal = cls(path, synchronous=synchronous, readonly=readonly)
         await journal._start(batch_id, options)
         try:
             yield journal
@@ -776,6 +802,11 @@ class SqliteJournal:
 
     def _connect(self) -> sqlite3.Connection:
         # isolation_level=None: transactions are begun and committed by the writer loop only.
+        if self._readonly:
+            uri = f"{pathlib.Path(self._path).absolute().as_uri()}?mode=ro"
+            conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=True)
+            conn.execute("PRAGMA busy_timeout = 5000")
+            return conn
         conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=True)
         try:
             conn.execute("PRAGMA busy_timeout = 5000")
@@ -796,6 +827,8 @@ class SqliteJournal:
         meta = conn.execute(
             "SELECT batch_id, schema_version, options FROM batch WHERE id = 1"
         ).fetchone()
+        if meta is None and self._readonly:
+            raise JournalError(f"{self._path!r} is not a journal (no batch row)")
         if meta is None:
             self._batch_id = batch_id or new_batch_id()
             self._options = dict(options or {})
@@ -825,7 +858,7 @@ class SqliteJournal:
         """The writer thread: group the queued operations into transactions."""
         lock: int | None = None
         try:
-            lock = _lock(self._path)
+            lock = None if self._readonly else _lock(self._path)
             conn = self._connect()
         except (sqlite3.Error, OSError, JournalError) as exc:
             if lock is not None:
@@ -870,7 +903,7 @@ class SqliteJournal:
     def _commit_group(self, conn: sqlite3.Connection, group: list[_Op]) -> None:
         outcomes: list[tuple[bool, Any]] = []
         try:
-            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("BEGIN" if self._readonly else "BEGIN IMMEDIATE")
             for fn, _ in group:
                 try:
                     outcomes.append((True, fn(conn)))

@@ -1,21 +1,42 @@
 """Between the engine and a job store: requests, outcomes and tasks as journal rows.
 
 ``JournalBatchStore`` is the engine's ``BatchStore`` seam written through a ``JobStore``;
-``outcome_from_row`` turns a finished row back into the ``Outcome`` a resume yields
-without any network call.
+``resume_work`` turns an existing journal into what a batch must do (outcomes to yield
+without network, tasks to poll, creates to reconcile, jobs to submit);
+``download_outcome`` saves a succeeded job's files and records them.
 """
 
 import pathlib
 from collections.abc import Iterable
 
-from . import _errors
-from ._engine._outcome import JobStatus, Outcome
-from ._errors import KlingError, Scope
-from ._journal import ErrorRecord, FileRecord, JobRecord, JobState, JobStore, fingerprint
-from ._models import Kind, Request
-from ._wire import parse_task, request_to_record, task_to_wire
+import attrs
 
-__all__ = ["JournalBatchStore", "error_from_record", "outcome_from_row"]
+from . import _errors
+from ._download import Downloader
+from ._engine._outcome import JobStatus, Outcome
+from ._errors import DownloadError, InvalidRequest, KlingError, Scope
+from ._journal import (
+    ErrorRecord,
+    FileRecord,
+    JobRecord,
+    JobState,
+    JobStore,
+    ResumePlan,
+    fingerprint,
+)
+from ._models import Kind, Request
+from ._wire import parse_task, request_from_record, request_to_record, task_to_wire
+
+__all__ = [
+    "JournalBatchStore",
+    "ResumeWork",
+    "ResumedJob",
+    "download_outcome",
+    "error_from_record",
+    "outcome_from_row",
+    "result_urls",
+    "resume_work",
+]
 
 _STATE_OF = {
     JobStatus.SUCCEEDED: JobState.SUCCEEDED,
@@ -130,3 +151,105 @@ def outcome_from_row(row: JobRecord) -> Outcome:
         finished_at=row.finished_at if row.finished_at is not None else row.updated_at,
         files=tuple(pathlib.Path(f.path) for f in row.files),
     )
+
+
+@attrs.frozen
+class ResumedJob:
+    """A journaled job that still needs the network, rebuilt for the engine.
+
+    Attributes:
+        row: The journal row.
+        kind: Video or image.
+        request: The request rebuilt from the row's record (no file is read).
+    """
+
+    row: JobRecord
+    kind: Kind
+    request: Request
+
+
+@attrs.frozen
+class ResumeWork:
+    """What a batch does when it opens an existing journal, group by group.
+
+    Attributes:
+        outcomes: Jobs that ended: yield them at once, no network (SUCCEEDED ones whose
+            files are missing are also in ``downloads`` when the batch has an out_dir).
+        downloads: SUCCEEDED-not-downloaded rows and their result URLs.
+        poll: SUBMITTED jobs: hand to the poll scheduler with ``row.task_id``.
+        reconcile: SUBMITTING jobs (or STOPPED after a send): look up ``row.external_id``,
+            adopt the task, or send the create again if provably absent.
+        submit: PENDING (and never-sent STOPPED) jobs: submit as new.
+        broken: Rows whose record no longer makes a valid request, with the error: end
+            them FAILED with that error (no create is sent).
+    """
+
+    outcomes: tuple[Outcome, ...] = ()
+    downloads: tuple[tuple[JobRecord, tuple[str, ...]], ...] = ()
+    poll: tuple[ResumedJob, ...] = ()
+    reconcile: tuple[ResumedJob, ...] = ()
+    submit: tuple[ResumedJob, ...] = ()
+    broken: tuple[tuple[JobRecord, InvalidRequest], ...] = ()
+
+
+def result_urls(row: JobRecord) -> tuple[str, ...]:
+    """Return the result file URLs held in a row's task JSON (videos, then images)."""
+    if row.result is None:
+        return ()
+    task = parse_task(row.result, path="$journal.result")
+    return tuple(v.url for v in task.videos) + tuple(i.url for i in task.images)
+
+
+def resume_work(plan: ResumePlan) -> ResumeWork:
+    """Turn a journal's ``ResumePlan`` into domain objects the engine acts on."""
+    outcomes = tuple(outcome_from_row(row) for row in (*plan.finished, *plan.succeeded))
+    downloads = tuple((row, result_urls(row)) for row in plan.succeeded)
+    broken: list[tuple[JobRecord, InvalidRequest]] = []
+
+    def rebuild(rows: tuple[JobRecord, ...]) -> tuple[ResumedJob, ...]:
+        jobs = []
+        for row in rows:
+            try:
+                request = request_from_record(row.record)
+            except InvalidRequest as exc:
+                broken.append((row, exc))
+                continue
+            except (ValueError, KeyError, TypeError) as exc:
+                broken.append((row, InvalidRequest("$journal.record", str(exc), job_key=row.key)))
+                continue
+            jobs.append(ResumedJob(row=row, kind=Kind(row.kind), request=request))
+        return tuple(jobs)
+
+    return ResumeWork(
+        outcomes=outcomes,
+        downloads=downloads,
+        poll=rebuild(plan.submitted),
+        reconcile=rebuild(plan.submitting),
+        submit=rebuild(plan.pending),
+        broken=tuple(broken),
+    )
+
+
+async def download_outcome(
+    downloader: Downloader, store: JournalBatchStore, outcome: Outcome
+) -> Outcome:
+    """Download a SUCCEEDED job's files, record them, and return the outcome with its files.
+
+    A download that fails for good leaves the job SUCCEEDED-not-downloaded in the store
+    (with the URL and its expiry, for a later resume) and comes back as the outcome's
+    ``error`` with status still SUCCEEDED.
+    """
+    if outcome.status is not JobStatus.SUCCEEDED or outcome.task is None:
+        return outcome
+    task = outcome.task
+    urls = tuple(v.url for v in task.videos) + tuple(i.url for i in task.images)
+    default = ".mp4" if outcome.kind is Kind.VIDEO else ".png"
+    try:
+        files = await downloader.download_all(
+            outcome.key, urls, default_suffix=default, task_id=task.task_id
+        )
+    except DownloadError as exc:
+        await store.download_failed(outcome.key, exc)
+        return attrs.evolve(outcome, error=exc)
+    await store.downloaded(outcome.key, files)
+    return attrs.evolve(outcome, files=tuple(pathlib.Path(f.path) for f in files))

@@ -203,7 +203,8 @@ class PollPolicy:
         use_list: Poll through the list endpoint (one page answers many tasks); falls back
             to per-task queries when the server answers 404/405.
         list_interval: Shortest time between two list calls of one kind, seconds.
-        list_page_size: Tasks per list page (1..500).
+        list_page_size: Largest list page read (1..500); pages are sized to about twice
+            the tasks running, since the server lists newest first.
         list_max_pages: Pages read per list poll before missing tasks are queried one by one.
         window: Finished tasks per kind remembered for the running median.
         time_scale: Client seconds per server second, for run times read from the server's
@@ -213,8 +214,8 @@ class PollPolicy:
     expected_video: float = attrs.field(default=120.0, validator=_positive)
     expected_image: float = attrs.field(default=30.0, validator=_positive)
     first_poll: float = attrs.field(default=1.0, validator=_positive)
-    interval: float = attrs.field(default=0.1, validator=_positive)
-    growth: float = attrs.field(default=1.5, validator=_positive)
+    interval: float = attrs.field(default=0.12, validator=_positive)
+    growth: float = attrs.field(default=1.25, validator=_positive)
     min_interval: float = attrs.field(default=1.0, validator=_positive)
     max_interval: float = attrs.field(default=30.0, validator=_positive)
     jitter: float = attrs.field(default=0.1, validator=_share)

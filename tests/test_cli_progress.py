@@ -154,8 +154,9 @@ def test_plain_display_prints_calm_periodic_lines() -> None:
     display.job(bad, snap)
     display.job(attrs.evolve(bad, key="c", status="stopped", error=None), snap)
     display.stop(attrs.evolve(snap, elapsed=12.0, succeeded=1, failed=1, timed_out=1, stopped=1))
-    display.summary(_summary())
+    display.summary(_summary(hints=("Some jobs did not succeed.",)))
     text = buffer.getvalue()
+    assert text.endswith("Some jobs did not succeed.\n")
     assert "\x1b" not in text
     lines = text.splitlines()
     assert lines[0].startswith("No COMETAPI_KEY")
@@ -258,13 +259,15 @@ def test_quiet_display_prints_only_problems_and_warnings(
     display.update(snap)
     display.job(JobRecord(key="k", kind="video", status="failed"), snap)
     display.stop(snap)
-    display.summary(_summary())
+    display.summary(_summary(exit_code=0, hints=("not shown",)))
+    display.summary(_summary(hints=("Continue with:  kling-async resume j",)))
     display.problems("f.jsonl", [], rows=1)
     display.problems("f.jsonl", [JobProblem(1, None, None, "not valid JSON")], rows=1)
     display.warning("stopped")
     out, err = capsys.readouterr()
     assert out == ""
     assert err.splitlines() == [
+        "Continue with:  kling-async resume j",
         "f.jsonl: line 1: not valid JSON",
         "f.jsonl: 1 problem(s) in 1 row(s)",
         "stopped",
@@ -304,7 +307,7 @@ def test_summary_table_variants() -> None:
                 results_path=None,
                 out_dir=None,
                 journal=None,
-                counts={"succeeded": 1, "not run": 2},
+                counts={"succeeded": 1, "unfinished": 2},
             ),
             terminal=False,
         )
@@ -312,7 +315,7 @@ def test_summary_table_variants() -> None:
     text = buffer.getvalue()
     assert "not reported" in text
     assert "requests made | 0" in text
-    assert "|   not run     | 2 " in text
+    assert "|   unfinished  | 2 " in text
     assert "results" not in text
 
 

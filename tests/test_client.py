@@ -6,6 +6,7 @@ import pathlib
 from typing import Any
 
 import aiohttp
+import anyio
 import pytest
 from aiohttp import web
 from aioresponses import aioresponses
@@ -139,7 +140,7 @@ async def test_local_files_are_read_at_send_time(tmp_path: pathlib.Path) -> None
     client, transport = _client(lambda r: json_response(200, ok(task_body())))
     path = tmp_path / "a.png"
     request = MultiImageToVideo(images=[Image.from_path(path), URL])
-    path.write_bytes(png_bytes(400, 400))
+    await anyio.Path(path).write_bytes(png_bytes(400, 400))
     await client.create_task(request)
     body = json.loads(transport.requests[0].body or b"")
     assert body["image_list"][0]["image"].startswith("iVBORw0KGgo")
@@ -405,3 +406,19 @@ async def test_aiohttp_failures_do_not_leak_the_key(caplog: pytest.LogCaptureFix
             _assert_clean(caught.value.__cause__)
     for record in caplog.records:
         _assert_clean(vars(record))
+
+
+async def test_echoed_token_is_scrubbed() -> None:
+    """A server echoing the Authorization header (key or JWT) does not leak it."""
+
+    def handler(request: HttpRequest) -> HttpResponse:
+        echoed = request.headers["Authorization"]
+        return json_response(401, {"code": 1001, "message": f"bad auth: {echoed}"})
+
+    for profile in (CometAPI(CANARY_KEY), Kling(access_key="ak", secret_key="sk")):
+        client = Client(profile=profile, transport=MockTransport(handler))
+        with pytest.raises(AuthenticationError) as caught:
+            await client.get_task(Kind.VIDEO, "1")
+        token = client.profile.authorization().removeprefix("Bearer ")
+        assert token not in str(caught.value)
+        assert caught.value.message == "bad auth: Bearer ***"

@@ -2,13 +2,15 @@
 
 import contextlib
 import logging
+import pathlib
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import anyio
 import attrs
 import pytest
+from blockbuster import BlockBuster, blockbuster_ctx
 
 from kling_async._clock import SystemClock, VirtualClock, wait_event_until
 from kling_async._engine import Engine, JobStatus, NullStore, Outcome, external_id_for
@@ -34,6 +36,16 @@ from kling_async._models import Kind, Request, TaskStatus
 from kling_async._policy import Backoff, Limits, PollPolicy
 
 from ._engine_helpers import FakeApi, image, video
+
+ENGINE_MODULES = ["kling_async._engine", "kling_async._clock"]
+
+
+@pytest.fixture(autouse=True)
+def no_blocking_calls() -> Iterator[BlockBuster]:
+    """Fail the test if the engine makes a blocking call on the event loop."""
+    with blockbuster_ctx(ENGINE_MODULES) as guard:
+        yield guard
+
 
 FAST = Limits(requests_per_second=None, video_slots=5, image_slots=9)
 
@@ -125,7 +137,7 @@ def test_policies_are_frozen_and_keyword_only() -> None:
     with pytest.raises(attrs.exceptions.FrozenInstanceError):
         Limits().max_creates = 3  # type: ignore[misc]
     with pytest.raises(TypeError):
-        Backoff(1.0)  # type: ignore[misc]
+        Backoff(1.0)  # type: ignore[call-arg]
 
 
 # -- external ids ------------------------------------------------------------------------------
@@ -365,7 +377,7 @@ async def test_deadline_times_out_but_keeps_the_slot_until_the_task_ends() -> No
 async def test_deadline_while_waiting_for_a_slot() -> None:
     """A job that cannot get a slot before its deadline times out without a create."""
     async with running(limits=attrs.evolve(FAST, video_slots=1, max_video_slots=1)) as (
-        clock,
+        _clock,
         fake,
         engine,
     ):
@@ -538,14 +550,27 @@ async def test_refresh_makes_a_task_due_now() -> None:
 async def test_cancelling_generate_leaves_the_task_counted_and_polled() -> None:
     """Cancelling generate() after the create keeps the task's slot until it ends."""
     async with running() as (clock, _, engine):
-        with anyio.move_on_after(0.05):
-            await engine.generate(video())
-        # The real-time cancel above fired during virtual sleeps; the task was created.
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(engine.generate, video())
+            await clock.sleep(5)
+            tg.cancel_scope.cancel()
         stats = engine.statistics()
         assert stats.lane.creates == 1
         assert stats.slots[Kind.VIDEO].in_use == 1
         await clock.sleep(300)
         assert engine.statistics().slots[Kind.VIDEO].in_use == 0
+
+
+async def test_cancelling_generate_before_its_create_gives_the_slot_back() -> None:
+    """A generate() cancelled while it waits (backoff) holds no slot afterwards."""
+    async with running() as (clock, fake, engine):
+        fake.inject("create", ServerError("busy"), times=3)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(engine.generate, video())
+            await clock.sleep(0.01)
+            tg.cancel_scope.cancel()
+        assert engine.statistics().slots[Kind.VIDEO].in_use == 0
+        assert not fake.tasks
 
 
 async def test_nothing_runs_after_the_engine_closes() -> None:
@@ -710,16 +735,16 @@ async def test_batch_circuit_opens_on_a_batch_scoped_error() -> None:
             assert str(outcome.error).startswith("batch stopped: bad key")
         assert fake.calls["create"] == 3
         assert batch.statistics().stopped == 5
+        assert engine.statistics().slots[Kind.VIDEO].in_use == 0
         assert ("stopped", "late4") in store.events
 
 
 async def test_store_hears_each_state_before_the_step() -> None:
     """PENDING, SUBMITTING, SUBMITTED then the end, in that order, for each job."""
     store = RecordingStore()
-    async with running() as (_, _, engine):
-        async with engine.batch(store=store) as batch:
-            await batch.submit(video(), key="x")
-            _ = [o async for o in batch]
+    async with running() as (_, _, engine), engine.batch(store=store) as batch:
+        await batch.submit(video(), key="x")
+        _ = [o async for o in batch]
     assert store.events == [
         ("pending", "x"),
         ("submitting", "x"),
@@ -794,3 +819,106 @@ async def test_concurrency_refusal_does_not_use_up_attempts() -> None:
         task = await engine.generate(video())
         assert task.status is TaskStatus.SUCCEEDED
         assert fake.calls["create"] == 6
+
+
+async def test_a_deadline_during_retries_times_the_job_out() -> None:
+    """A job retrying past its deadline ends JobTimedOut, its slot given back."""
+    async with running(backoff=Backoff(initial=20, max_attempts=50)) as (clock, fake, engine):
+        fake.inject("create", ConnectError("refused"), times=50)
+        with pytest.raises(JobTimedOut):
+            await engine.generate(video(), deadline=30)
+        assert clock.now() == pytest.approx(30, abs=1)
+        assert engine.statistics().slots[Kind.VIDEO].in_use == 0
+
+
+async def test_not_found_on_create_fails_the_job() -> None:
+    """A create answering NotFound (unknown model) ends the job without a lookup."""
+    async with running() as (_, fake, engine):
+        fake.inject("create", NotFound("no such model", code=1203))
+        with pytest.raises(NotFound):
+            await engine.generate(video())
+        assert fake.calls["get"] == 0
+
+
+async def test_duplicate_seen_twice_fails_the_job() -> None:
+    """Two 1201 duplicates around an absent task end the job with the duplicate error."""
+    async with running() as (_, fake, engine):
+        fake.inject("create", ConnectionLost("reset"))
+        fake.inject("create", DuplicateExternalId("external_task_id already exists"), times=2)
+        with pytest.raises(DuplicateExternalId):
+            await engine.generate(video(), key="twice")
+
+
+async def test_reading_after_leaving_ends_and_store_errors_free_the_room() -> None:
+    """Iterating a left batch ends at once; a store that fails on PENDING frees the room."""
+
+    class Failing(NullStore):
+        async def pending(self, key: str, kind: Kind, request: Request, external_id: str) -> None:
+            raise OSError("disk full")
+
+    async with running() as (_, _, engine):
+        async with engine.batch(store=Failing(), max_pending=1) as batch:
+            with pytest.raises(OSError, match="disk full"):
+                await batch.submit(video(), key="a")
+            with pytest.raises(OSError, match="disk full"):
+                await batch.submit(video(), key="a")  # the key and the room came back
+        assert [o async for o in batch] == []
+
+
+async def test_jobs_queued_when_the_circuit_opens_end_stopped() -> None:
+    """Jobs still queued when the circuit opens end STOPPED without any create."""
+    limits = attrs.evolve(FAST, video_slots=1, max_video_slots=1)
+    async with running(limits=limits) as (_, fake, engine):
+        fake.inject("create", AuthenticationError("bad key", code=1000))
+        async with engine.batch() as batch:
+            for i in range(4):
+                await batch.submit(video(), key=f"q{i}")
+            outcomes = [o async for o in batch]
+        assert [o.status for o in outcomes] == [JobStatus.STOPPED] * 4
+        assert fake.calls["create"] == 1
+
+
+async def test_resume_polls_submitted_tasks_and_reconciles_submitting_ones() -> None:
+    """A journaled batch resumes: outcomes restored, tasks adopted, creates reconciled."""
+    async with running() as (clock, fake, engine):
+        known = await fake.create_task(video(), external_task_id="b-running")
+        await fake.create_task(video(), external_task_id="b-sent")
+        async with engine.batch(batch_id="b") as batch:
+            batch.restore(Outcome(key="done", kind=Kind.VIDEO, status=JobStatus.SUCCEEDED))
+            with pytest.raises(ValueError, match="already used"):
+                batch.restore(Outcome(key="done", kind=Kind.VIDEO, status=JobStatus.FAILED))
+            await batch.resume(
+                video(), key="running", external_id="b-running", task_id=known.task_id
+            )
+            assert engine.statistics().slots[Kind.VIDEO].in_use == 1
+            await batch.resume(video(), key="sent", external_id="b-sent")
+            await batch.resume(video(), key="lost", external_id="b-lost")
+            outcomes = {o.key: o for o in [o async for o in batch]}
+        assert set(outcomes) == {"done", "running", "sent", "lost"}
+        assert all(o.ok for o in outcomes.values())
+        assert outcomes["running"].task_id == known.task_id
+        assert fake.created_per_external == {"b-running": 1, "b-sent": 1, "b-lost": 1}
+        assert clock.now() < 200
+
+
+async def test_finisher_runs_on_successes_before_they_are_yielded() -> None:
+    """A finisher (downloads) transforms each SUCCEEDED outcome; its failure keeps the original."""
+    seen: list[str] = []
+
+    async def finisher(outcome: Outcome) -> Outcome:
+        seen.append(outcome.key)
+        if outcome.key == "boom":
+            raise OSError("disk full")
+        return attrs.evolve(outcome, files=(pathlib.Path(f"/out/{outcome.key}.mp4"),))
+
+    async with (
+        running(fail_keys=frozenset({"bad"})) as (_, _, engine),
+        engine.batch(finisher=finisher, batch_id="b") as batch,
+    ):
+        for key in ("ok", "boom", "bad"):
+            await batch.submit(video(), key=key)
+        outcomes = {o.key: o for o in [o async for o in batch]}
+    assert sorted(seen) == ["boom", "ok"]
+    assert outcomes["ok"].files == (pathlib.Path("/out/ok.mp4"),)
+    assert outcomes["boom"].files == ()
+    assert outcomes["bad"].status is JobStatus.FAILED

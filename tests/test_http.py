@@ -43,9 +43,8 @@ from kling_async._http import (
 from kling_async._policy import Timeouts
 from tests._core_helpers import json_response, ok, task_body
 
-FIXTURES = pathlib.Path("/work/shared/fixtures/api-examples")
-if not FIXTURES.exists():  # a fresh clone: the copies kept beside the tests
-    FIXTURES = pathlib.Path(__file__).parent / "fixtures" / "api-examples"
+# Copies of shared/fixtures/api-examples (the documented bodies), kept with the tests.
+FIXTURES = pathlib.Path(__file__).parent / "fixtures" / "api-examples"
 
 # (HTTP status, business code, class, scope) -- one line per code of API.md's table.
 TABLE: list[tuple[int, int, type[APIError], Scope]] = [
@@ -516,6 +515,8 @@ async def test_transport_lifetime() -> None:
         (aiohttp.ConnectionTimeoutError("connect"), ConnectError),
         (TimeoutError(), RequestTimeout),
         (aiohttp.ClientPayloadError("cut"), ConnectionLost),
+        (aiohttp.InvalidURL("http://[bad"), ConnectError),
+        (aiohttp.ClientResponseError(None, (), status=400, message="bad line"), MalformedResponse),  # type: ignore[arg-type]
     ],
 )
 async def test_aiohttp_exceptions_are_translated(exception: Exception, cls: type) -> None:
@@ -533,3 +534,14 @@ def test_boolean_code_is_not_a_business_code() -> None:
     error = _raise(json_response(400, {"code": True, "message": "x"}))
     assert type(error) is BadRequest
     assert error.code is None
+
+
+def test_timeouts_are_validated() -> None:
+    """Timeouts are positive finite seconds or None; anything else is refused."""
+    assert Timeouts(connect=None, read=1, total=2.5).connect is None
+    for bad in (0, -1, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="must be > 0 seconds"):
+            Timeouts(read=bad)
+    for wrong in ("5", True):
+        with pytest.raises(TypeError, match="number of seconds"):
+            Timeouts(total=wrong)  # type: ignore[arg-type]

@@ -4,6 +4,7 @@ import base64
 import pathlib
 import struct
 
+import anyio
 import pytest
 
 from kling_async._errors import InvalidRequest
@@ -297,7 +298,7 @@ def test_mask_rule_skipped_when_inputs_are_urls() -> None:
 async def test_check_request_reads_files_in_a_thread(tmp_path: pathlib.Path) -> None:
     """The async check gives the same verdicts for path and in-memory images."""
     path = tmp_path / "a.png"
-    path.write_bytes(GOOD_PNG)
+    await anyio.Path(path).write_bytes(GOOD_PNG)
     await check_request(MultiImageToVideo(images=[Image.from_path(path)] * 2))
     await check_request(MultiImageToVideo(images=[Image.from_bytes(GOOD_PNG)] * 2))
     with pytest.raises(InvalidRequest, match=r"image_list\[0\]: cannot read"):
@@ -308,7 +309,7 @@ async def test_encoding_is_lazy_and_exact(tmp_path: pathlib.Path) -> None:
     """Files and bytes are Base64-encoded at send time, large ones off the loop."""
     big = GOOD_PNG + b"\x01" * 300_000
     path = tmp_path / "big.png"
-    path.write_bytes(big)
+    await anyio.Path(path).write_bytes(big)
     assert await encode_path(path) == _b64(big)
     assert await encode_bytes(big) == _b64(big)
     assert await encode_bytes(GOOD_PNG) == _b64(GOOD_PNG)

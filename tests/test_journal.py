@@ -475,3 +475,51 @@ async def test_a_broken_writer_fails_callers_instead_of_hanging(
             await journal.add("k", "video", PRINT, RECORD)
         with pytest.raises(JournalError, match="writer thread failed"):
             await journal.get("k")
+
+
+async def test_memory_store_can_drop_records() -> None:
+    """keep_records=False keeps rows small but still enforces the same-key rules."""
+    async with MemoryStore(keep_records=False) as memory:
+        await memory.add("k", "video", PRINT, RECORD)
+        row = await memory.get("k")
+        assert row is not None
+        assert row.record == {}
+        assert await memory.add("k", "video", PRINT, RECORD) is not None
+        with pytest.raises(JournalConflict):
+            await memory.add("k", "video", "0" * 64, RECORD)
+
+
+async def test_readonly_open_reads_a_journal_in_use(tmp_path: Path) -> None:
+    """A read-only open works beside the writing run, sees its commits, and cannot write."""
+    path = tmp_path / "j.sqlite"
+    async with SqliteJournal.open(path, batch_id="b", options={"o": 1}) as journal:
+        await journal.add("k", "video", PRINT, RECORD)
+        async with SqliteJournal.open(path, readonly=True) as reader:
+            assert (reader.batch_id, reader.options) == ("b", {"o": 1})
+            plan = await reader.resume()
+            assert [r.key for r in plan.pending] == ["k"]
+            with pytest.raises(JournalError, match="readonly"):
+                await reader.add("x", "video", PRINT, RECORD)
+            await journal.mark_submitting("k", "e")
+            row = await reader.get("k")
+            assert row is not None
+            assert row.state is JobState.SUBMITTING
+
+
+async def test_readonly_open_refuses_what_is_not_a_journal(tmp_path: Path) -> None:
+    """A read-only open of a missing file or of another SQLite database raises JournalError."""
+    with pytest.raises(JournalError):
+        async with SqliteJournal.open(tmp_path / "missing.sqlite", readonly=True):
+            pass
+    other = tmp_path / "other.sqlite"
+    await anyio.to_thread.run_sync(_sql, other, "CREATE TABLE t (x)")
+    with pytest.raises(JournalError):
+        async with SqliteJournal.open(other, readonly=True):
+            pass
+    empty = tmp_path / "empty.sqlite"
+    async with SqliteJournal.open(empty):
+        pass
+    await anyio.to_thread.run_sync(_sql, empty, "DELETE FROM batch")
+    with pytest.raises(JournalError, match="not a journal"):
+        async with SqliteJournal.open(empty, readonly=True):
+            pass

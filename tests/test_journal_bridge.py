@@ -1,10 +1,15 @@
 """The engine's store seam written through the journal, and outcomes read back from rows."""
 
+import json
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import anyio
+import attrs
 import pytest
 
+from kling_async._download import Downloader
 from kling_async._engine._outcome import JobStatus, Outcome
 from kling_async._errors import (
     DownloadError,
@@ -15,9 +20,16 @@ from kling_async._errors import (
     TaskFailed,
 )
 from kling_async._journal import ErrorRecord, FileRecord, JobState, JournalConflict, SqliteJournal
-from kling_async._journal_bridge import JournalBatchStore, error_from_record, outcome_from_row
+from kling_async._journal_bridge import (
+    JournalBatchStore,
+    download_outcome,
+    error_from_record,
+    outcome_from_row,
+    resume_work,
+)
 from kling_async._models import GeneratedImage, Image, Kind, MultiImageToVideo, Task, TaskStatus
-from kling_async._wire import request_from_record
+from kling_async._wire import request_from_record, request_to_record
+from tests._download_helpers import Served, file_server
 
 REQUEST = MultiImageToVideo(
     images=(Image.from_url("https://img/a.png"), Image.from_path("/data/in/b.png")),
@@ -145,3 +157,83 @@ async def test_stopped_outcome_is_recorded_for_resume(bridge: JournalBatchStore)
     plan = await bridge.store.resume()
     assert [r.key for r in plan.pending] == ["k"]
     assert outcome_from_row(plan.pending[0]).status is JobStatus.STOPPED
+
+
+async def test_resume_work_rebuilds_what_each_group_needs(bridge: JournalBatchStore) -> None:
+    """Each journal state becomes the right work: outcomes, downloads, polls, lookups, sends."""
+    store = bridge.store
+    for key in ("done", "ok", "run", "sending", "new", "bad", "junk"):
+        await bridge.pending(key, Kind.VIDEO, REQUEST, f"b-{key}")
+    for key in ("done", "ok", "run", "sending"):
+        await bridge.submitting(key, f"b-{key}")
+    for key in ("done", "ok", "run"):
+        await bridge.submitted(key, f"t-{key}")
+    for key in ("done", "ok"):
+        await bridge.finished(
+            Outcome(
+                key=key,
+                kind=Kind.VIDEO,
+                status=JobStatus.SUCCEEDED,
+                task=attrs.evolve(TASK, task_id=f"t-{key}"),
+            )
+        )
+    await bridge.downloaded("done", [FileRecord(path="/o/done-0.png", sha256="0" * 64, size=1)])
+    # rows whose record no longer builds a request (edited, or from another version)
+    journal = store
+    assert isinstance(journal, SqliteJournal)
+    bad: dict[str, object] = {"kind": "video"}
+    await anyio.to_thread.run_sync(_edit_record, Path(journal.path), "bad", bad)
+    record: dict[str, object] = {**request_to_record(REQUEST), "prompt": "x" * 2000}
+    await anyio.to_thread.run_sync(_edit_record, Path(journal.path), "junk", record)
+
+    work = resume_work(await store.resume())
+    assert [o.key for o in work.outcomes] == ["done", "ok"]
+    assert [(row.key, urls) for row, urls in work.downloads] == [("ok", ("https://cdn/r0.png",))]
+    assert [(j.row.key, j.row.task_id, j.kind) for j in work.poll] == [("run", "t-run", Kind.VIDEO)]
+    assert [(j.row.key, j.row.external_id) for j in work.reconcile] == [("sending", "b-sending")]
+    assert [j.row.key for j in work.submit] == ["new"]
+    assert work.submit[0].request == REQUEST
+    assert sorted(row.key for row, _ in work.broken) == ["bad", "junk"]
+    assert all(isinstance(error, InvalidRequest) for _, error in work.broken)
+
+
+async def test_download_outcome_records_files_or_the_failure(
+    bridge: JournalBatchStore, tmp_path: Path
+) -> None:
+    """A succeeded job's files are saved and recorded; a gone URL leaves it SUCCEEDED with why."""
+    async with file_server() as server:
+        server.files["/r0.png"] = Served(b"PNGDATA")
+        good = attrs.evolve(TASK, images=(GeneratedImage(index=0, url=server.link("/r0.png")),))
+        gone = attrs.evolve(TASK, images=(GeneratedImage(index=0, url=server.link("/none")),))
+        async with Downloader(tmp_path / "out") as downloader:
+            for key, task in (("good", good), ("gone", gone)):
+                await bridge.pending(key, Kind.IMAGE, REQUEST, key)
+                await bridge.submitting(key, key)
+                await bridge.submitted(key, task.task_id)
+                outcome = Outcome(key=key, kind=Kind.IMAGE, status=JobStatus.SUCCEEDED, task=task)
+                await bridge.finished(outcome)
+                done = await download_outcome(downloader, bridge, outcome)
+                if key == "good":
+                    assert done.files == (tmp_path / "out" / "good.png",)
+                    assert done.error is None
+                else:
+                    assert done.files == ()
+                    assert isinstance(done.error, ResultExpired)
+            failed = Outcome(key="f", kind=Kind.IMAGE, status=JobStatus.FAILED)
+            assert await download_outcome(downloader, bridge, failed) is failed
+    good_row = await bridge.store.get("good")
+    gone_row = await bridge.store.get("gone")
+    assert good_row is not None
+    assert gone_row is not None
+    assert good_row.state is JobState.DOWNLOADED
+    assert good_row.files[0].size == 7
+    assert gone_row.state is JobState.SUCCEEDED
+    assert gone_row.error is not None
+    assert gone_row.error.url == server.link("/none")
+    assert gone_row.error.type == "ResultExpired"
+
+
+def _edit_record(path: Path, key: str, record: dict[str, object]) -> None:
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE jobs SET record = ? WHERE key = ?", (json.dumps(record), key))
+    conn.close()

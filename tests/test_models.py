@@ -2,6 +2,7 @@
 
 import pathlib
 
+import anyio
 import attrs
 import pytest
 
@@ -77,7 +78,7 @@ def test_base64_constructor_rules() -> None:
 async def test_to_wire_forms(tmp_path: pathlib.Path) -> None:
     """URLs and Base64 go as they are; bytes and files become Base64 at send time."""
     path = tmp_path / "a.png"
-    path.write_bytes(b"\x89PNG")
+    await anyio.Path(path).write_bytes(b"\x89PNG")
     assert await Image.from_path(path).to_wire() == "iVBORw=="
     assert await Image.from_bytes(b"\x89PNG").to_wire() == "iVBORw=="
     assert await URL.to_wire() == "https://example.invalid/a.png"

@@ -44,6 +44,22 @@ async def test_html_fault_answers_a_200_html_page() -> None:
             assert "<html>" in await response.text()
 
 
+async def test_redirect_and_invalid_request_faults() -> None:
+    """REDIRECT answers 302 to a login page; INVALID_REQUEST CometAPI's 500 invalid_request."""
+    async with running() as api:
+        api.sim.inject(FaultKind.REDIRECT, on={"create"})
+        async with api.session.post(
+            api.sim.url + VIDEO, json=video_body(), headers=api.headers, allow_redirects=False
+        ) as response:
+            assert (response.status, response.headers["Location"]) == (302, "/login")
+        api.sim.inject(FaultKind.INVALID_REQUEST, on={"create"})
+        status, body = await api.create(VIDEO)
+        assert status == 500
+        assert body["error"]["code"] == "invalid_request"
+        assert "(request id: " in body["error"]["message"]
+        assert api.sim.statistics().tasks_created == 0
+
+
 async def test_reset_before_processing_creates_nothing() -> None:
     """RESET_BEFORE drops the connection and the create never happened."""
     async with running() as api:

@@ -7,6 +7,7 @@ import pathlib
 import string
 from typing import Any
 
+import anyio
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -40,9 +41,8 @@ from kling_async._wire import (
     task_to_wire,
 )
 
-FIXTURES = pathlib.Path("/work/shared/fixtures/api-examples")
-if not FIXTURES.exists():  # a fresh clone: the copies kept beside the tests
-    FIXTURES = pathlib.Path(__file__).parent / "fixtures" / "api-examples"
+# Copies of shared/fixtures/api-examples (the documented bodies), kept with the tests.
+FIXTURES = pathlib.Path(__file__).parent / "fixtures" / "api-examples"
 
 URL = Image.from_url("https://example.invalid/a.png")
 
@@ -336,7 +336,7 @@ def test_unknown_keys_anywhere_are_ignored(
 async def test_video_request_to_wire(tmp_path: pathlib.Path) -> None:
     """A full video request writes every field with its wire name; unset ones are omitted."""
     path = tmp_path / "a.png"
-    path.write_bytes(b"PNGDATA")
+    await anyio.Path(path).write_bytes(b"PNGDATA")
     request = MultiImageToVideo(
         images=[Image.from_path(path), URL],
         prompt="walk",

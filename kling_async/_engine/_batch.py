@@ -1,10 +1,11 @@
 """A batch: many jobs fed with back-pressure, one :class:`Outcome` per job as they finish."""
 
 import collections
+import contextlib
 import logging
-from collections.abc import AsyncIterable, Iterable
+from collections.abc import AsyncIterable, Awaitable, Callable, Coroutine, Iterable
 from types import TracebackType
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import anyio
 import anyio.abc
@@ -57,6 +58,9 @@ class Batch:
         max_pending: int = 1000,
         deadline: float | None = None,
         store: BatchStore | None = None,
+        finisher: Callable[[Outcome], Awaitable[Outcome]] | None = None,
+        max_finishing: int = 4,
+        prepare: "Callable[[Batch, contextlib.AsyncExitStack], Awaitable[None]] | None" = None,
     ) -> None:
         if max_pending < 1:
             raise ValueError("max_pending must be >= 1")
@@ -88,6 +92,11 @@ class Batch:
         self._entered = False
         self._detached = False
         self._tg: anyio.abc.TaskGroup | None = None
+        self._finisher = finisher
+        self._finishing = anyio.Semaphore(max_finishing)
+        self._prepare = prepare
+        self._stack = contextlib.AsyncExitStack()
+        self._journaled: set[str] = set()
 
     # -- lifetime ---------------------------------------------------------------------------
 
@@ -102,11 +111,39 @@ class Batch:
         try:
             for kind in Kind:
                 await tg.start(self._dispatch, kind)
-        except BaseException as exc:  # pragma: no cover - start-up cannot fail today
-            tg.cancel_scope.cancel()
-            await tg.__aexit__(type(exc), exc, exc.__traceback__)
+            if self._prepare is not None:
+                await self._prepare(self, self._stack)
+        except BaseException as exc:
+            await self.__aexit__(type(exc), exc, exc.__traceback__)
             raise
         return self
+
+    def configure(
+        self,
+        *,
+        batch_id: str | None = None,
+        store: BatchStore | None = None,
+        finisher: Callable[[Outcome], Awaitable[Outcome]] | None = None,
+        prepare: "Callable[[Batch, contextlib.AsyncExitStack], Awaitable[None]] | None" = None,
+    ) -> None:
+        """Set the batch id, store, finisher or set-up while the batch has no job yet.
+
+        ``prepare(batch, stack)`` runs when the batch is entered (after its dispatchers
+        start); what it enters on ``stack`` is closed when the batch is left.
+
+        Raises:
+            RuntimeError: Jobs were already accepted.
+        """
+        if self._accepted:
+            raise RuntimeError("configure() must come before the first job")
+        if batch_id is not None:
+            self.batch_id = batch_id
+        if store is not None:
+            self._store = store
+        if finisher is not None:
+            self._finisher = finisher
+        if prepare is not None:
+            self._prepare = prepare
 
     async def __aexit__(
         self,
@@ -117,23 +154,31 @@ class Batch:
         self._closed = True
         tg, self._tg = self._tg, None
         assert tg is not None
-        with anyio.CancelScope(shield=True):
-            tg.cancel_scope.cancel()
+        tg.cancel_scope.cancel()
+        try:
             suppress = await tg.__aexit__(exc_type, exc, tb)
-            left = KlingError("the batch was left before the job was sent", scope=Scope.BATCH)
-            for job in list(self._unsent):
-                self._engine.lane.abandon(job)
-                if job.phase is not Phase.ENDED:
-                    job.move(Phase.ENDED)
-                    job.delivered = True
-                    stopped = BatchStopped(self._reason or left, job_key=job.key)
-                    await self.finished(
-                        job,
-                        job.outcome(JobStatus.STOPPED, self._engine.clock.wall(), error=stopped),
-                    )
-            self._detached = True
-            self._notify()
+        finally:
+            with anyio.CancelScope(shield=True):
+                try:
+                    await self._stop_unsent()
+                finally:
+                    self._detached = True
+                    self._notify()
+                    await self._stack.aclose()
         return suppress
+
+    async def _stop_unsent(self) -> None:
+        left = KlingError("the batch was left before the job was sent", scope=Scope.BATCH)
+        for job in list(self._unsent):
+            self._engine.lane.abandon(job)
+            if job.phase is not Phase.ENDED:
+                job.move(Phase.ENDED)
+                job.delivered = True
+                stopped = BatchStopped(self._reason or left, job_key=job.key)
+                await self.finished(
+                    job,
+                    job.outcome(JobStatus.STOPPED, self._engine.clock.wall(), error=stopped),
+                )
 
     # -- feeding ----------------------------------------------------------------------------
 
@@ -149,27 +194,23 @@ class Batch:
             RuntimeError: Submissions are closed (iteration started, or the batch was left).
         """
         self._check_submittable()
-        if not isinstance(key, str) or not key:
-            raise ValueError("a job key must be a non-empty string")
-        if key in self._keys:
-            raise ValueError(f"job key {key!r} is already used in this batch")
+        if key in self._journaled:
+            # Known from the journal: the same request again is a no-op (the store raises
+            # if the request differs).
+            await self._store.pending(
+                key, request.kind, request, external_id_for(self.batch_id, key)
+            )
+            return
+        await self._submit(request, key)
+
+    async def _submit(self, request: Request, key: str) -> None:
+        job = self._new_job(key, request)
         self._keys.add(key)
         try:
             await self._room.acquire()
         except BaseException:
             self._keys.discard(key)
             raise
-        clock = self._engine.clock
-        job = Job(
-            key=key,
-            request=request,
-            kind=request.kind,
-            slots=request.slots,
-            external_id=external_id_for(self.batch_id, key),
-            owner=self,
-            queued_at=clock.wall(),
-            deadline=None if self._deadline is None else clock.now() + self._deadline,
-        )
         try:
             await self._store.pending(key, job.kind, request, job.external_id)
         except BaseException:
@@ -204,6 +245,101 @@ class Batch:
             if self._iterating and self._feeding == 0:
                 self._closed = True
             self._notify()
+
+    def _new_job(self, key: str, request: Request, external_id: str | None = None) -> Job:
+        if not isinstance(key, str) or not key:
+            raise ValueError("a job key must be a non-empty string")
+        if key in self._keys:
+            raise ValueError(f"job key {key!r} is already used in this batch")
+        clock = self._engine.clock
+        return Job(
+            key=key,
+            request=request,
+            kind=request.kind,
+            slots=request.slots,
+            external_id=external_id or external_id_for(self.batch_id, key),
+            owner=self,
+            queued_at=clock.wall(),
+            deadline=None if self._deadline is None else clock.now() + self._deadline,
+        )
+
+    # -- resuming (the journal's seam) ------------------------------------------------------
+
+    def restore(self, outcome: Outcome, *, finish: bool = False) -> None:
+        """Yield ``outcome`` of a job that already ended (read back from a journal; no network).
+
+        Args:
+            outcome: The job's outcome.
+            finish: Run the finisher on it first (a success whose files are missing).
+
+        Raises:
+            ValueError: The key is already used in this batch.
+        """
+        self._check_submittable()
+        if outcome.key in self._keys:
+            raise ValueError(f"job key {outcome.key!r} is already used in this batch")
+        self._keys.add(outcome.key)
+        self._journaled.add(outcome.key)
+        self._accepted += 1
+        self._ends[outcome.status] += 1
+        if finish and outcome.ok and self._finisher is not None and self._tg is not None:
+            self._tg.start_soon(self._finish, outcome)
+            return
+        self._emit(outcome)
+
+    def start_soon(self, func: Callable[..., Coroutine[Any, Any, object]], *args: object) -> None:
+        """Run ``func(*args)`` in the batch's own task group (it ends with the batch)."""
+        if self._tg is None:
+            raise RuntimeError("the batch is not running")
+        self._tg.start_soon(func, *args)
+
+    async def resume_pending(self, jobs: Iterable[tuple[str, Request]]) -> None:
+        """Queue journaled PENDING jobs (already in the store), with back-pressure."""
+        self._feeding += 1
+        try:
+            for key, request in jobs:
+                self._journaled.add(key)
+                await self._submit(request, key)
+        finally:
+            self._feeding -= 1
+            if self._iterating and self._feeding == 0:
+                self._closed = True
+            self._notify()
+
+    async def resume(
+        self,
+        request: Request,
+        *,
+        key: str,
+        external_id: str,
+        task_id: str | None = None,
+    ) -> None:
+        """Continue a journaled job: poll its task, or reconcile its create.
+
+        Args:
+            request: The job's request (rebuilt from the journal).
+            key: The job's key.
+            external_id: The external id its create carried (or will carry).
+            task_id: The task, when the journal says SUBMITTED: it goes straight to the
+                scheduler. None (SUBMITTING): the task is looked up by ``external_id``
+                first, adopted if found, created again only if provably absent.
+        """
+        self._check_submittable()
+        job = self._new_job(key, request, external_id)
+        self._keys.add(key)
+        self._journaled.add(key)
+        self._accepted += 1
+        if task_id is not None:
+            job.task_id = task_id
+            self._phases[Phase.QUEUED] += 1  # moves to RUNNING at once
+            await self._engine.lane.adopt(job)
+            return
+        await self._room.acquire()
+        job.reconcile_first = True
+        self._unsent.add(job)
+        self._phases[Phase.QUEUED] += 1
+        self._queues[job.kind].append(job)
+        self._queue_events[job.kind].set()
 
     def _check_submittable(self) -> None:
         if not self._entered or self._tg is None:
@@ -327,6 +463,26 @@ class Batch:
             self._room.release()
         await self._store.finished(outcome)
         self._ends[outcome.status] += 1
+        if outcome.ok and self._finisher is not None and self._tg is not None:
+            # Downloads and the like run in the batch's own tasks, bounded, not in the poller.
+            self._tg.start_soon(self._finish, outcome)
+            return
+        self._emit(outcome)
+
+    async def _finish(self, outcome: Outcome) -> None:
+        assert self._finisher is not None
+        async with self._finishing:
+            try:
+                outcome = await self._finisher(outcome)
+            except Exception:
+                logger.exception(
+                    "finishing job %s failed; its outcome is reported as it was",
+                    outcome.key,
+                    extra={"job_key": outcome.key, "task_id": outcome.task_id, "request_id": None},
+                )
+        self._emit(outcome)
+
+    def _emit(self, outcome: Outcome) -> None:
         self._delivered += 1
         self._outcomes.append(outcome)
         self._notify()

@@ -137,7 +137,7 @@ class Lane:
             self.abandon(job)  # cancelled before its task existed: the slots go back
 
     async def _run(self, job: Job, epoch: int) -> None:
-        state = _Attempts(started=self._clock.now(), epoch=epoch)
+        state = _Attempts(started=self._clock.now(), epoch=epoch, reconcile=job.reconcile_first)
         while True:
             reason = job.owner.stop_reason()
             if reason is not None and not state.reconcile:
@@ -218,8 +218,9 @@ class Lane:
             await self._end(job, JobStatus.FAILED, exc)
             return None
         if exc.scope is Scope.BATCH:
-            job.owner.open_circuit(exc)
-            await self._end(job, JobStatus.STOPPED, BatchStopped(exc, job_key=job.key))
+            reason = exc.reason if isinstance(exc, BatchStopped) else exc
+            job.owner.open_circuit(reason)
+            await self._end(job, JobStatus.STOPPED, BatchStopped(reason, job_key=job.key))
             return None
         limiter = self._slots[job.kind]
         concurrency = isinstance(exc, ConcurrencyLimited)
@@ -275,6 +276,9 @@ class Lane:
     async def _create(self, job: Job) -> Task:
         async with self._creates:
             await self._rate.acquire()
+            reason = job.owner.stop_reason()
+            if reason is not None:  # the circuit opened while this job waited its turn
+                raise BatchStopped(reason, job_key=job.key)
             if job.phase is Phase.QUEUED:
                 job.move(Phase.SUBMITTING)
             await job.owner.submitting(job)
@@ -302,6 +306,18 @@ class Lane:
         with anyio.CancelScope(shield=True):
             await self._hand_off(job, task)
         return task
+
+    async def adopt(self, job: Job) -> None:
+        """Take over a task known to exist (``job.task_id``, resumed from a journal).
+
+        Its slots are counted at once, over the limit if need be: the task holds them on
+        the server whatever this client thinks.
+        """
+        assert job.task_id is not None
+        self._slots[job.kind].force(job.slots)
+        job.holds_slots = True
+        job.move(Phase.RUNNING)
+        await self._scheduler.watch(job, None, adopted=True)
 
     async def _hand_off(self, job: Job, task: Task) -> None:
         if job.phase is Phase.RUNNING:

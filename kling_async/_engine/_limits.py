@@ -102,6 +102,10 @@ class SlotLimiter:
             self._wake()
         return granted
 
+    def force(self, slots: int) -> None:
+        """Count ``slots`` as held now, even over the limit (a task known to be running)."""
+        self._in_use += slots
+
     def release(self, slots: int) -> None:
         """Give back ``slots`` (the task ended, or the create did not create it)."""
         self._in_use = max(0, self._in_use - slots)
@@ -211,8 +215,8 @@ class RateLimiter:
                 if self._rate is None:
                     break
                 self._refill(now)
-                if self._tokens >= 1.0:
-                    self._tokens -= 1.0
+                if self._tokens >= 1.0 - 1e-9:  # float dust must not stall a waiter
+                    self._tokens = max(0.0, self._tokens - 1.0)
                     break
                 self._waited += 1
                 await self._clock.sleep((1.0 - self._tokens) / self._rate)

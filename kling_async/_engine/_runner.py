@@ -4,7 +4,7 @@ import asyncio
 import logging
 import random
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
 from typing import Self
 
@@ -263,14 +263,25 @@ class Engine:
         max_pending: int = 1000,
         deadline: float | None = None,
         store: BatchStore | None = None,
+        finisher: Callable[[Outcome], Awaitable[Outcome]] | None = None,
     ) -> Batch:
-        """Return a new :class:`Batch` running on this engine (enter it with ``async with``)."""
+        """Return a new :class:`Batch` running on this engine (enter it with ``async with``).
+
+        Args:
+            batch_id: Part of every external task id (default: random).
+            max_pending: Jobs accepted but not yet sent before ``submit`` waits.
+            deadline: Seconds per job, from its submission, before it ends TIMED_OUT.
+            store: Told of every state change (the journal's seam).
+            finisher: Run on each SUCCEEDED outcome before it is yielded (downloads);
+                returns the outcome to yield.
+        """
         return Batch(
             self,
             batch_id=batch_id if batch_id is not None else uuid.uuid4().hex[:12],
             max_pending=max_pending,
             deadline=deadline,
             store=store,
+            finisher=finisher,
         )
 
     def refresh(self, task_id: str) -> bool:

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 import attrs
 
 from .._clock import Clock, wait_event_until
@@ -137,7 +138,7 @@ class PollScheduler:
         if seconds > 0 and math.isfinite(seconds):
             self._medians[kind].add(seconds)
 
-    async def watch(self, job: Job, task: Task | None = None) -> None:
+    async def watch(self, job: Job, task: Task | None = None, *, adopted: bool = False) -> None:
         """Poll ``job``'s task until it ends (``task``: what the create or lookup answered).
 
         A task that was adopted rather than just created is polled soon, since it may
@@ -154,8 +155,7 @@ class PollScheduler:
         if task is not None and task.status.is_terminal:
             await self._finish_task(job, task)
             return
-        adopted = task is not None and task.status is TaskStatus.PROCESSING
-        if adopted:
+        if adopted or (task is not None and task.status is TaskStatus.PROCESSING):
             first = self._policy.min_interval
         else:
             first = self._policy.first_poll * self.expected(job.kind)
@@ -224,6 +224,7 @@ class PollScheduler:
                     due.append(job)
             if due:
                 await self._dispatch(due, tg)
+                await anyio.lowlevel.checkpoint()  # never starve the loop, whatever is due
                 continue
             target = self._heap[0][0] if self._heap else None
             self._sleep_target = math.inf if target is None else target
@@ -242,7 +243,8 @@ class PollScheduler:
         for kind, jobs in by_kind.items():
             if self._list_enabled[kind] and len(self._running_of(kind)) > 1:
                 if self._listing[kind] or now < self._next_list[kind]:
-                    later = max(now, self._next_list[kind])
+                    # A list is in flight or was just read: these wait for the next one.
+                    later = max(now + self._policy.list_interval / 2, self._next_list[kind])
                     for job in jobs:
                         self._schedule(job, later)
                     continue
@@ -281,14 +283,17 @@ class PollScheduler:
         wanted = {job.task_id for job in due}
         seen: dict[str, Task] = {}
         try:
+            # Newest first: the running tasks sit on the first page, so a page about twice
+            # their number answers them without parsing hundreds of finished ones.
+            size = min(self._policy.list_page_size, max(20, 2 * len(self._running_of(kind))))
             for page in range(1, self._policy.list_max_pages + 1):
                 await self._rate.acquire()
                 self._n_lists += 1
                 for owner in {id(job.owner): job.owner for job in due}.values():
                     owner.count_request("list")
-                tasks = await self._api.list_tasks(kind, page, self._policy.list_page_size)
+                tasks = await self._api.list_tasks(kind, page, size)
                 seen.update((task.task_id, task) for task in tasks)
-                if len(tasks) < self._policy.list_page_size or wanted <= seen.keys():
+                if len(tasks) < size or wanted <= seen.keys():
                     break
         except KlingError as exc:
             self._n_errors += 1

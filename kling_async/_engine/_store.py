@@ -15,8 +15,13 @@ class BatchStore(Protocol):
     change is durable.
     """
 
-    async def pending(self, key: str, kind: Kind, request: Request, external_id: str) -> None:
-        """The job was accepted and is about to be queued."""
+    async def pending(self, key: str, kind: Kind, request: Request, external_id: str) -> object:
+        """The job was accepted and is about to be queued.
+
+        Raises:
+            Exception: The store refuses the job (e.g. its key is known with another
+                request); the submit fails with it.
+        """
         ...
 
     async def submitting(self, key: str, external_id: str) -> None:
@@ -35,8 +40,9 @@ class BatchStore(Protocol):
 class NullStore:
     """The default store: remembers nothing (a batch without a journal)."""
 
-    async def pending(self, key: str, kind: Kind, request: Request, external_id: str) -> None:
+    async def pending(self, key: str, kind: Kind, request: Request, external_id: str) -> object:
         """Do nothing."""
+        return None
 
     async def submitting(self, key: str, external_id: str) -> None:
         """Do nothing."""

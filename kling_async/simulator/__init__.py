@@ -1,8 +1,27 @@
 """A local CometAPI/Kling server for tests, benchmarks and demos.
 
-``async with Simulator(SimulatorConfig(time_scale=0.001)) as sim:`` serves the four
-endpoints of the API (CometAPI and Kling paths) on 127.0.0.1 at ``sim.url`` for the key
-``sim.api_key``. Stand-alone: ``python -m kling_async.simulator --port 8765``.
+``async with Simulator(SimulatorConfig(time_scale=0.001)) as sim:`` serves the API
+(create, query by task id or external id, list; CometAPI and Kling paths) on 127.0.0.1
+at ``sim.url`` for the key ``sim.api_key``::
+
+    config = SimulatorConfig(
+        manual_clock=True,                       # time moves only by sim.advance()
+        durations={"video": Fixed(seconds=60)},  # or Uniform / LogNormal, seeded
+        video_slots=2,                           # the third running video answers 1303
+        faults=[Fault(kind=FaultKind.RESET_AFTER, rate=0.1, on={"create"})],
+    )
+    async with Simulator(config) as sim:
+        ...                                      # point a client at sim.url
+        sim.inject(FaultKind.GATEWAY, times=2)   # force the next two answers
+        sim.advance(60)                          # tasks end, callbacks fire
+        assert sim.statistics().max_creates_per_external_id <= 1
+
+Results are real files (PNG images, animated GIF videos, made with Pillow from the
+inputs) at signed URLs that expire ``url_ttl`` simulated seconds after the task ended.
+Admin endpoints: ``GET /_sim/statistics``, ``POST /_sim/advance?seconds=S``,
+``POST /_sim/account?state=ARREARS``.
+
+Stand-alone: ``kling-async simulate --port 8765`` or ``python -m kling_async.simulator``.
 """
 
 from ._callbacks import sign_webhook as sign_webhook

@@ -117,6 +117,10 @@ class FaultKind(enum.Enum):
     MALFORMED_JSON = "malformed_json"  # processed, then a 200 body that is not JSON
     TRUNCATED = "truncated"  # processed, then the body stops short of its Content-Length
     RATE_LIMITED = "rate_limited"  # a 429/1302 burst answer, before processing
+    REDIRECT = "redirect"  # 302 to a login page, before processing
+    INVALID_REQUEST = (
+        "invalid_request"  # CometAPI 500 with error.code invalid_request (not retryable)
+    )
     RESTART = "restart"  # processed, then every response in flight is dropped (reset)
 
 
@@ -233,7 +237,8 @@ class SimulatorConfig:
         serve_list: serve the list endpoint (False answers 404 as CometAPI may).
         max_input_bytes: decoded input images kept for composing results; tasks past
             this budget get results made from placeholders.
-        seed: seeds every random choice (task ids, durations, failures, faults).
+        seed: seeds every random choice (durations, failures, faults, callback order);
+            task ids stay unique across simulators.
         start_time: Unix seconds of simulated time zero (default: the start's wall time).
     """
 

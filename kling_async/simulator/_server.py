@@ -121,17 +121,18 @@ class Simulator:
         self._file_key = (
             random.Random(seed).randbytes(16) if seed is not None else random.randbytes(16)
         )
-        self.clock = SimClock(
+        self._clock = SimClock(
             time_scale=self.config.time_scale,
             manual=self.config.manual_clock,
             start_time=self.config.start_time,
         )
         self._counters = Counters()
+        # Task ids ignore the seed: a second simulator (a resumed demo) must not reuse them.
         self._store = TaskStore(
-            self._task_rng, {"video": self.config.video_slots, "image": self.config.image_slots}
+            random.Random(), {"video": self.config.video_slots, "image": self.config.image_slots}
         )
         self._callbacks = CallbackDispatcher(
-            self.config.callbacks, self.clock, self._render, self._counters, self._callback_rng
+            self.config.callbacks, self._clock, self._render, self._counters, self._callback_rng
         )
         self._account_state = self.config.account_state
         self._buckets: dict[str, _Bucket] = {}
@@ -225,13 +226,17 @@ class Simulator:
 
     def statistics(self) -> SimulatorStatistics:
         """A frozen snapshot of every counter."""
-        now = self.clock.now()
+        now = self._clock.now()
         running = {kind: self._store.in_use(kind, now) for kind in ("video", "image")}
         return self._counters.snapshot(running)
 
+    def now(self) -> float:
+        """Simulated seconds since the simulator was made."""
+        return self._clock.now()
+
     def advance(self, seconds: float) -> None:
         """Move the simulated clock forward (tasks progress, callbacks fall due, URLs expire)."""
-        self.clock.advance(seconds)
+        self._clock.advance(seconds)
 
     def set_account_state(self, state: AccountState) -> None:
         """Change the account state; anything but ACTIVE refuses creates (429/1100-1102)."""
@@ -257,7 +262,7 @@ class Simulator:
     # -- rendering ------------------------------------------------------------------------------
 
     def _render(self, task: SimTask, status: str) -> dict[str, Any]:
-        return render_task(task, status, self.clock.epoch_ms, self._result_url)
+        return render_task(task, status, self._clock.epoch_ms, self._result_url)
 
     def _signature(self, kind: str, task_id: str, name: str, expires: int) -> str:
         message = f"{kind}/{task_id}/{name}/{expires}".encode()
@@ -265,7 +270,7 @@ class Simulator:
 
     def _result_url(self, task: SimTask, index: int) -> str:
         name = f"{index}.gif" if task.kind == "video" else f"{index}.png"
-        expires = self.clock.epoch_ms(task.ended + self.config.url_ttl)
+        expires = self._clock.epoch_ms(task.ended + self.config.url_ttl)
         sig = self._signature(task.kind, task.task_id, name, expires)
         return (
             f"{self.url}/_sim/files/{task.kind}/{task.task_id}/{name}?expires={expires}&sig={sig}"
@@ -361,6 +366,10 @@ class Simulator:
         if kind is FaultKind.RATE_LIMITED:
             self._counters.rejected_rate += 1
             return self._rate_limited(fault.style, fault.retry_after)
+        if kind is FaultKind.REDIRECT:
+            return web.Response(status=302, headers={"Location": "/login"})
+        if kind is FaultKind.INVALID_REQUEST:
+            return self._cometapi_error(500, "invalid request", "invalid_request")
         return None
 
     async def _late_fault(
@@ -434,7 +443,7 @@ class Simulator:
         limit = self.config.rate_limit
         if limit is None or (limit.creates_only and action != "create"):
             return
-        now = self.clock.rate_now()
+        now = self._clock.rate_now()
         bucket = self._buckets.get(owner)
         if bucket is None:
             bucket = self._buckets[owner] = _Bucket(float(limit.burst), now)
@@ -453,15 +462,20 @@ class Simulator:
             headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
         if style is RateLimitStyle.KLING:
             return self._error(429, 1302, "The API request rate exceeded the limit", headers)
+        return self._cometapi_error(429, "rate limit exceeded", "rate_limit_exceeded", headers)
+
+    def _cometapi_error(
+        self, status: int, message: str, code: str, headers: dict[str, str] | None = None
+    ) -> web.Response:
         body = {
             "error": {
-                "message": f"rate limit exceeded (request id: {self._request_id()})",
+                "message": f"{message} (request id: {self._request_id()})",
                 "type": "comet_api_error",
                 "param": "",
-                "code": "rate_limit_exceeded",
+                "code": code,
             }
         }
-        return web.json_response(body, status=429, headers=headers)
+        return web.json_response(body, status=status, headers=headers)
 
     async def _create(self, request: web.Request, kind: str, owner: str) -> web.Response:
         if self._account_state is not AccountState.ACTIVE:
@@ -494,7 +508,7 @@ class Simulator:
             return self._error(
                 400, 1201, f"external_task_id already exists: {spec.external_task_id}"
             )
-        now = self.clock.now()
+        now = self._clock.now()
         if not self._store.fits(kind, spec.slots, now):
             self._counters.rejected_concurrency += 1
             return self._error(429, 1303, "parallel task over resource pack limit")
@@ -527,7 +541,7 @@ class Simulator:
         task = self._store.find(kind, owner, key)
         if task is None:
             return self._error(404, 1203, f"task not found: {key}")
-        data = self._render(task, task.status_at(self.clock.now()))
+        data = self._render(task, task.status_at(self._clock.now()))
         if (
             surface == "cometapi"
             and self.config.wrapped_rate
@@ -546,7 +560,7 @@ class Simulator:
             return self._error(400, 1201, "pageNum and pageSize must be integers")
         if not 1 <= page <= 1000 or not 1 <= size <= 500:
             return self._error(400, 1201, "pageNum must be 1..1000 and pageSize 1..500")
-        now = self.clock.now()
+        now = self._clock.now()
         return self._ok(
             [
                 self._render(task, task.status_at(now))
@@ -572,7 +586,7 @@ class Simulator:
             self._signature(kind, task_id, name, expires), request.query.get("sig", "")
         ):
             return web.Response(status=403, text="AccessDenied: signature does not match")
-        if self.clock.epoch_ms(self.clock.now()) > expires:
+        if self._clock.epoch_ms(self._clock.now()) > expires:
             return web.Response(status=403, text="AccessDenied: Request has expired")
         task = self._store.get(kind, task_id)
         assert task is not None  # a signed URL names a stored task, and tasks are never dropped
@@ -627,7 +641,7 @@ class Simulator:
             return self._count(
                 "admin", web.Response(status=400, text="POST /_sim/advance?seconds=S (S >= 0)")
             )
-        return self._count("admin", web.json_response({"now": self.clock.now()}))
+        return self._count("admin", web.json_response({"now": self.now()}))
 
     async def _admin_account(self, request: web.Request) -> web.StreamResponse:
         try:

@@ -84,25 +84,21 @@ def render_task(
         "updated_at": epoch_ms(task.changed_at(status)),
     }
     if status == SUCCEED:
+        # watermark_* are fields the real API adds and a client must tolerate.
         if task.kind == "video":
-            body["task_result"] = {
-                "videos": [
-                    {
-                        "id": f"{task.task_id}-0",
-                        "url": result_url(task, 0),
-                        "duration": task.spec.duration,
-                    }
-                ]
-            }
+            url = result_url(task, 0)
+            video = {"id": f"{task.task_id}-0", "url": url, "watermark_url": url}
+            body["task_result"] = {"videos": [{**video, "duration": task.spec.duration}]}
         else:
             body["task_result"] = {
                 "images": [
-                    {"index": index, "url": result_url(task, index)} for index in range(task.spec.n)
+                    {"index": index, "url": result_url(task, index), "watermark_url": ""}
+                    for index in range(task.spec.n)
                 ]
             }
-        body["final_unit_deduction"] = str(
-            task.spec.slots if task.kind == "image" else int(task.spec.duration) // 5
-        )
+        body["watermark_info"] = {"enabled": False}
+        units = task.spec.slots if task.kind == "image" else int(task.spec.duration) // 5
+        body["final_unit_deduction"] = str(units)
     elif status == FAILED:
         body["final_unit_deduction"] = "0"
     return body
