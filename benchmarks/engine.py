@@ -245,8 +245,8 @@ async def measure(profile: Profile, client_name: str, loop_name: str) -> Result:
     result = Result(profile.name, client_name, loop_name, jobs=profile.jobs)
     slots = profile.slots or profile.jobs
     limits = Limits(
-        max_creates=32,
-        max_queries=64,
+        max_creates=16,
+        max_queries=32,
         requests_per_second=None,
         video_slots=slots,
         max_video_slots=slots,

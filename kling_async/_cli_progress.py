@@ -153,6 +153,7 @@ class Snapshot:
     failed: int = 0
     timed_out: int = 0
     stopped: int = 0
+    downloading: int = 0
     retries: int = 0
     requests: int = 0
     limits: Mapping[str, int] = attrs.field(factory=dict)
@@ -177,6 +178,7 @@ class Snapshot:
             "failed": self.failed,
             "timed_out": self.timed_out,
             "stopped": self.stopped,
+            "downloading": self.downloading,
             "retries": self.retries,
             "requests": self.requests,
             "limits": dict(self.limits),
@@ -250,6 +252,7 @@ class ProgressTracker:
         self._finished_count = 0
         self._kind_totals = dict(kinds or {})
         self._kind_done: collections.Counter[str] = collections.Counter()
+        self._statuses: collections.Counter[str] = collections.Counter()
         self._run_times: dict[str, list[float]] = {}
 
     @property
@@ -257,11 +260,12 @@ class ProgressTracker:
         """Seconds since the tracker started."""
         return self._clock() - self._started
 
-    def job_finished(self, kind: str, run_time: float | None) -> None:
-        """Count one finished job of ``kind``, with its run time in seconds when known."""
+    def job_finished(self, kind: str, status: str, run_time: float | None) -> None:
+        """Count one job whose outcome arrived, with its run time in seconds when known."""
         self._finished.append(self._clock())
         self._finished_count += 1
         self._kind_done[kind] += 1
+        self._statuses[status] += 1
         if run_time is not None and run_time >= 0:
             self._run_times.setdefault(kind, []).append(run_time)
 
@@ -317,22 +321,26 @@ class ProgressTracker:
         if stats is None:
             return Snapshot(total=self.total, queued=self.total, elapsed=self.elapsed)
         limits = {str(getattr(kind, "value", kind)): int(n) for kind, n in stats.limits.items()}
-        done = stats.succeeded + stats.failed + stats.timed_out + stats.stopped
+        # The engine counts a job as ended when its task does; its outcome (and the
+        # progress bar) comes once the result files are downloaded.
+        ended = stats.succeeded + stats.failed + stats.timed_out + stats.stopped
+        delivered = self._finished_count
         return Snapshot(
             total=self.total,
             queued=stats.queued,
             submitting=stats.submitting,
             running=stats.running,
-            succeeded=stats.succeeded,
-            failed=stats.failed,
-            timed_out=stats.timed_out,
-            stopped=stats.stopped,
+            succeeded=self._statuses["succeeded"],
+            failed=self._statuses["failed"],
+            timed_out=self._statuses["timed_out"],
+            stopped=self._statuses["stopped"],
+            downloading=max(ended - delivered, 0),
             retries=stats.retries,
             requests=sum(stats.requests.values()),
             limits=limits,
             elapsed=self.elapsed,
             rate=self.rate(),
-            eta=self.eta(self.total - done, limits),
+            eta=self.eta(self.total - delivered, limits),
             run_time=self.run_time(),
         )
 
@@ -364,6 +372,7 @@ def _counts_line(snap: Snapshot) -> str:
         f"queued {snap.queued}",
         f"submitting {snap.submitting}",
         f"running {snap.running}",
+        *([f"downloading {snap.downloading}"] if snap.downloading else []),
         f"succeeded {snap.succeeded}",
         f"failed {snap.failed}",
     ]
@@ -593,6 +602,7 @@ class LiveDisplay(_ConsoleDisplay):
             ("queued", snap.queued, "white"),
             ("submitting", snap.submitting, "cyan"),
             ("running", snap.running, "blue"),
+            *([("downloading", snap.downloading, "cyan")] if snap.downloading else []),
             ("succeeded", snap.succeeded, "green"),
             ("failed", snap.failed, "red"),
         ]

@@ -221,11 +221,19 @@ async def open_client(
         sim = None
         scale = time_scale(settings, target)
         if target.simulated:
-            sim = await stack.enter_async_context(
-                ka.Simulator(ka.SimulatorConfig(time_scale=scale))
-            )
+            sim = ka.Simulator(ka.SimulatorConfig(time_scale=scale))
+            await sim.__aenter__()
+            stack.push_async_callback(_close_shielded, sim)
         client = ka.Client(profile=_profile(target, env, sim), **_engine_knobs(settings, scale))
-        yield await stack.enter_async_context(client)
+        await client.__aenter__()
+        stack.push_async_callback(_close_shielded, client)
+        yield client
+
+
+async def _close_shielded(resource: Any) -> None:
+    # Ctrl-C cancels the run; closing must still finish (sockets, sessions, the server).
+    with anyio.CancelScope(shield=True):
+        await resource.aclose()
 
 
 def _engine_knobs(settings: RunSettings, scale: float) -> dict[str, Any]:
@@ -256,7 +264,9 @@ async def _watch_signals(scope: anyio.CancelScope, state: RunState) -> None:
                 state.interrupted = True
                 scope.cancel()
                 return
-    except NotImplementedError:  # pragma: no cover - Windows: KeyboardInterrupt instead
+    except (NotImplementedError, ValueError, RuntimeError):
+        # Windows, or main() called outside the main thread: no handlers to install, so
+        # Ctrl-C arrives as KeyboardInterrupt (and is still reported as an interruption).
         await anyio.sleep_forever()
 
 
@@ -308,7 +318,10 @@ class BatchRun:
             kinds[job.request.kind.value] = kinds.get(job.request.kind.value, 0) + 1
         poll = ka.PollPolicy().scaled(self.time_scale)
         priors = {"video": poll.expected_video, "image": poll.expected_image}
-        self.tracker = ProgressTracker(len(self.order), kinds=kinds, priors=priors)
+        # Rows skipped as invalid are in the results and the summary, not in the progress.
+        self.tracker = ProgressTracker(
+            len(self.order) - len(self.skipped), kinds=kinds, priors=priors
+        )
         self.writer = ResultsWriter(self.settings.out_dir / RESULTS_FILE)
 
     @property
@@ -366,7 +379,7 @@ class BatchRun:
                 self.writer.write(record)
                 if record.status == "stopped" and state.stop_reason is None:
                     state.stop_reason = _reason(outcome.error)
-                tracker.job_finished(record.kind, record.run_time)
+                tracker.job_finished(record.kind, record.status, record.run_time)
                 state.stats = batch.statistics()
                 self.display.job(record, tracker.snapshot(state.stats))
             tasks.cancel_scope.cancel()

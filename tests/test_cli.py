@@ -5,8 +5,12 @@ import json
 import logging
 import pathlib
 import shutil
+import signal
 from collections.abc import Iterator
+from typing import Any
 
+import anyio
+import anyio.to_thread
 import pytest
 from rich.console import Console
 
@@ -25,6 +29,7 @@ from kling_async._cli_run import (
 )
 from kling_async._errors import AccountError, ServerError
 from kling_async._profiles import CometAPI, Kling
+from kling_async.simulator import AccountState, Simulator, SimulatorConfig
 
 EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "examples"
 FAST = "0.002"
@@ -464,3 +469,68 @@ def test_unwritable_output_folder(
     code = main(["run", str(examples / "jobs.jsonl"), "--out", str(blocker), "-q"])
     assert code == EXIT_USAGE
     assert "cannot write" in capsys.readouterr().err
+
+
+KEY = "sk-cli-inprocess-test"
+
+
+async def test_stopped_batch_then_resume_in_process(
+    examples: pathlib.Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Arrears stop the batch (exit 3, with the reason and how to resume); resume finishes."""
+    monkeypatch.setenv("COMETAPI_KEY", KEY)
+    config = SimulatorConfig(api_keys=(KEY,), time_scale=0.002, account_state=AccountState.ARREARS)
+    out = examples.parent / "out"
+    async with Simulator(config) as sim:
+        args = ["run", str(examples / "jobs.csv"), "--out", str(out), "--base-url", sim.url]
+        code = await anyio.to_thread.run_sync(main, [*args, "--time-scale", "0.002"])
+        text = capsys.readouterr().out
+        assert code == run_mod.EXIT_STOPPED, text
+        assert "The batch was stopped:" in text
+        assert "kling-async resume out/journal.sqlite" in text
+        assert {r["status"] for r in _results(out)} == {"stopped"}
+        sim.set_account_state(AccountState.ACTIVE)
+        code = await anyio.to_thread.run_sync(main, ["resume", str(out / "journal.sqlite")])
+        text = capsys.readouterr().out
+        assert sim.statistics().tasks_created == 5
+    assert code == EXIT_OK, text
+    assert f"Sending to {sim.url} (profile cometapi)." in text
+    assert {r["status"] for r in _results(out)} == {"succeeded"}
+
+
+def test_ctrl_c_in_process_leaves_a_resumable_journal(
+    examples: pathlib.Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """SIGINT during a run: exit 130, the summary says how to resume, status shows the rest."""
+    tick = run_mod._tick
+
+    async def tick_then_interrupt(*args: Any) -> None:
+        with anyio.move_on_after(0.3):
+            await tick(*args)
+        signal.raise_signal(signal.SIGINT)
+        await tick(*args)
+
+    monkeypatch.setattr(run_mod, "_tick", tick_then_interrupt)
+    out = examples.parent / "out"
+    code = main(["run", str(examples / "jobs.jsonl"), "--out", str(out), "--time-scale", "0.05"])
+    text = capsys.readouterr().out
+    assert code == run_mod.EXIT_INTERRUPTED, text
+    assert "Interrupted:" in text
+    assert "Continue with:  kling-async resume out/journal.sqlite" in text
+    assert "unfinished" in text
+    assert main(["status", str(out / "journal.sqlite")]) == EXIT_OK
+    status = capsys.readouterr().out
+    assert "job(s) unfinished: kling-async resume" in status
+    assert "SUBMITTED" in status or "STOPPED" in status
+
+
+def test_a_damaged_journal_is_bad_input(
+    examples: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A journal file that is not a journal: reported, exit 2."""
+    out = examples.parent / "out"
+    out.mkdir()
+    (out / "journal.sqlite").write_bytes(b"this is not sqlite" * 100)
+    code = main(["run", str(examples / "jobs.jsonl"), "--out", str(out), "-q"])
+    assert code == EXIT_USAGE
+    assert "cannot read the journal" in capsys.readouterr().err

@@ -88,15 +88,16 @@ def test_tracker_eta_uses_learned_run_times_in_waves() -> None:
     assert first.eta == pytest.approx(300.0)
     assert first.rate is None
     clock.now += 4
-    tracker.job_finished("image", 4.0)
+    tracker.job_finished("image", "succeeded", 4.0)
     snap = tracker.snapshot(_stats(succeeded=1, running=10, queued=9))
     # videos: 12 left / 5 slots -> 3 waves x prior 100 s, minus the 4 s already run.
     assert snap.eta == pytest.approx(296.0)
     assert snap.run_time == 4.0
     clock.now += 60
-    tracker.job_finished("video", 60.0)
-    snap = tracker.snapshot(_stats(succeeded=2, running=10, queued=8))
+    tracker.job_finished("video", "failed", 60.0)
+    snap = tracker.snapshot(_stats(succeeded=1, failed=1, running=10, queued=8))
     assert snap.eta == pytest.approx(3 * 60.0 - 60.0)
+    assert (snap.succeeded, snap.failed, snap.downloading) == (1, 1, 0)
     assert snap.rate == pytest.approx(2 * 60.0 / 60.0)
 
 
@@ -106,12 +107,15 @@ def test_tracker_switches_to_the_rate_in_steady_state() -> None:
     tracker = ProgressTracker(40, clock=clock)
     for _ in range(12):
         clock.now += 1
-        tracker.job_finished("video", 1.0)
+        tracker.job_finished("video", "succeeded", 1.0)
     snap = tracker.snapshot(_stats(succeeded=12, running=5, queued=23))
     assert snap.rate == pytest.approx(60.0)
     assert snap.eta == pytest.approx(28.0)
-    done = tracker.snapshot(_stats(succeeded=40))
-    assert done.eta == 0.0
+    assert tracker.eta(0, {}) == 0.0
+    # Ended for the engine but not yet delivered (downloading): not done for the bar.
+    snap = tracker.snapshot(_stats(succeeded=14, running=5, queued=21))
+    assert snap.downloading == 2
+    assert snap.succeeded == 12
 
 
 def test_tracker_without_anything_to_go_by() -> None:
@@ -119,9 +123,9 @@ def test_tracker_without_anything_to_go_by() -> None:
     clock = FakeClock()
     tracker = ProgressTracker(3, clock=clock)
     assert tracker.snapshot(_stats(queued=3)).eta is None
-    tracker.job_finished("", None)
+    tracker.job_finished("", "stopped", None)
     assert tracker.run_time() is None
-    tracker.job_finished("image", 2.0)
+    tracker.job_finished("image", "timed_out", 2.0)
     assert tracker.eta(1, {}) == pytest.approx(2.0)
     # rate window drops finishes older than a minute
     clock.now += 120
@@ -145,7 +149,7 @@ def test_plain_display_prints_calm_periodic_lines() -> None:
     display.notice("No COMETAPI_KEY: " + "x" * 150)
     display.start(snap, "kling-async: 2 job(s)")
     display.update(attrs.evolve(snap, elapsed=5.0))
-    display.update(attrs.evolve(snap, elapsed=11.0, queued=1, running=1))
+    display.update(attrs.evolve(snap, elapsed=11.0, queued=1, running=1, downloading=1))
     ok = JobRecord(key="a", kind="video", status="succeeded", files=("a.mp4",))
     bad = JobRecord(
         key="b", kind="image", status="failed", error={"type": "TaskFailed", "message": "risk"}
@@ -162,7 +166,9 @@ def test_plain_display_prints_calm_periodic_lines() -> None:
     assert lines[0].startswith("No COMETAPI_KEY")
     assert len(lines[0]) > 150
     assert lines[1] == "kling-async: 2 job(s)"
-    assert lines[2].startswith("[0:11] 0/2 done | queued 1 | submitting 0 | running 1")
+    assert lines[2].startswith(
+        "[0:11] 0/2 done | queued 1 | submitting 0 | running 1 | downloading 1 | succeeded 0"
+    )
     assert "slots video 5" in lines[2]
     assert "FAILED b: TaskFailed: risk" in text
     assert "STOPPED c" in text
@@ -179,7 +185,15 @@ def test_live_display_renders_counts_and_job_lines() -> None:
     snap = Snapshot(total=4, limits={"video": 5, "image": 9})
     display.start(snap, "kling-async: 4 job(s)")
     running = attrs.evolve(
-        snap, running=2, succeeded=1, failed=1, rate=2.0, eta=30.0, run_time=12.0, retries=3
+        snap,
+        running=2,
+        downloading=1,
+        succeeded=1,
+        failed=1,
+        rate=2.0,
+        eta=30.0,
+        run_time=12.0,
+        retries=3,
     )
     display.update(running)
     display.job(JobRecord(key="ok", kind="video", status="succeeded", files=("ok.mp4",)), running)
@@ -195,6 +209,7 @@ def test_live_display_renders_counts_and_job_lines() -> None:
     for piece in (
         "kling-async: 4 job(s)",
         "2 running",
+        "1 downloading",
         "rate 2.0/min",
         "ETA 0:30 (run time ~0:12)",
         "slots image 9 video 5",

@@ -113,6 +113,7 @@ class PollScheduler:
         self._heap: list[tuple[float, int, int, Job]] = []
         self._seq = itertools.count()
         self._by_task: dict[str, Job] = {}
+        self._running = dict.fromkeys(Kind, 0)
         self._wake = anyio.Event()
         self._sleep_target = -math.inf
         self._medians = {kind: RunningMedian(policy.window) for kind in Kind}
@@ -149,6 +150,8 @@ class PollScheduler:
         job.submitted_at = now
         job.last_running_at = now
         job.polls = 0
+        if job.task_id not in self._by_task:
+            self._running[job.kind] += 1
         self._by_task[job.task_id] = job
         if job.deadline is not None:
             self._push(job.deadline, _DEADLINE, job)
@@ -241,7 +244,7 @@ class PollScheduler:
             by_kind.setdefault(job.kind, []).append(job)
         now = self._clock.now()
         for kind, jobs in by_kind.items():
-            if self._list_enabled[kind] and len(self._running_of(kind)) > 1:
+            if self._list_enabled[kind] and self._running[kind] > 1:
                 if self._listing[kind] or now < self._next_list[kind]:
                     # A list is in flight or was just read: these wait for the next one.
                     later = max(now + self._policy.list_interval / 2, self._next_list[kind])
@@ -256,9 +259,6 @@ class PollScheduler:
             for job in jobs:
                 await self._queries.acquire()
                 tg.start_soon(self._poll_one, job)
-
-    def _running_of(self, kind: Kind) -> list[Job]:
-        return [job for job in self._by_task.values() if job.kind is kind]
 
     # -- polling -----------------------------------------------------------------------------
 
@@ -285,7 +285,7 @@ class PollScheduler:
         try:
             # Newest first: the running tasks sit on the first page, so a page about twice
             # their number answers them without parsing hundreds of finished ones.
-            size = min(self._policy.list_page_size, max(20, 2 * len(self._running_of(kind))))
+            size = min(self._policy.list_page_size, max(20, 2 * self._running[kind]))
             for page in range(1, self._policy.list_max_pages + 1):
                 await self._rate.acquire()
                 self._n_lists += 1
@@ -314,10 +314,11 @@ class PollScheduler:
         finally:
             self._listing[kind] = False
             self._queries.release()
-        for job in self._running_of(kind):
-            task = seen.get(job.task_id or "")
-            if task is not None and (task.status.is_terminal or job in due):
-                await self._observe(job, task)
+        due_ids = {job.task_id for job in due}
+        for task_id, task in seen.items():
+            watched = self._by_task.get(task_id)
+            if watched is not None and (task.status.is_terminal or task_id in due_ids):
+                await self._observe(watched, task)
         tg = self._tg
         for job in due:
             if job.task_id not in seen and job.phase is Phase.RUNNING and tg is not None:
@@ -401,8 +402,8 @@ class PollScheduler:
 
     async def _end(self, job: Job, outcome: Outcome) -> None:
         job.move(Phase.ENDED)
-        if job.task_id is not None:
-            self._by_task.pop(job.task_id, None)
+        if job.task_id is not None and self._by_task.pop(job.task_id, None) is not None:
+            self._running[job.kind] -= 1
         if job.holds_slots:
             job.holds_slots = False
             self._slots[job.kind].release(job.slots)
