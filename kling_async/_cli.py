@@ -13,6 +13,7 @@ was stopped (authentication, balance), 130 interrupted (resume it).
 """
 
 import argparse
+import importlib.metadata
 import logging
 import os
 import pathlib
@@ -120,6 +121,13 @@ def _add_run_flags(parser: argparse.ArgumentParser, *, resume: bool) -> None:
     _add_output_flags(parser)
 
 
+def _version() -> str:
+    try:
+        return importlib.metadata.version("kling-async")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree
+        return "(not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``kling-async``."""
     parser = argparse.ArgumentParser(
@@ -128,6 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Exit codes: 0 all succeeded, 1 some failed, 2 bad usage or input, "
         "3 batch stopped (auth, balance), 130 interrupted.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     run_parser = commands.add_parser(

@@ -40,6 +40,7 @@ _LIST_SEPARATOR: Final = "|"
 _BASE64_TEXT = re.compile(r"[A-Za-z0-9+/=\s_-]+")
 _DATA_URI = re.compile(r"data:[\w/+.-]*;base64,", re.IGNORECASE)
 _IMAGE_SUFFIXES: Final = (".png", ".jpg", ".jpeg")
+_IMAGE_COLUMN = re.compile(r"images?_?(\d+)")
 
 
 class FieldType(enum.Enum):
@@ -249,7 +250,7 @@ def _csv_rows(text: str) -> Iterator[_Row]:
         dialect = csv.excel
     reader = csv.reader(text.splitlines(keepends=True), dialect)
     try:
-        header = [name.strip() for name in next(reader)]
+        header = [_column_name(name) for name in next(reader)]
     except StopIteration:
         return
     start = reader.line_num + 1
@@ -262,14 +263,34 @@ def _csv_rows(text: str) -> Iterator[_Row]:
                 rule = f"{len(cells)} cells but the header names {len(header)} columns"
                 yield line, JobProblem(line, None, None, rule), True
                 continue
-            row = {
+            row: dict[str, object] = {
                 name: cell.strip()
                 for name, cell in zip(header, cells, strict=False)
                 if name and cell.strip()
             }
-            yield line, row, True
+            yield line, _gather_image_columns(row), True
     except csv.Error as exc:
         yield start, JobProblem(start, None, None, f"unreadable CSV ({exc})"), True
+
+
+def _column_name(header: str) -> str:
+    # Spreadsheet headers: "Negative prompt" is negative_prompt.
+    return "_".join(header.strip().lower().replace("-", " ").split())
+
+
+def _gather_image_columns(row: dict[str, object]) -> dict[str, object]:
+    """One image per column (image1, image_2, ...) becomes the images list, in order."""
+    numbered = sorted(
+        (int(match.group(1)), name)
+        for name in row
+        if (match := _IMAGE_COLUMN.fullmatch(name)) is not None
+    )
+    if not numbered or "images" in row:
+        return row
+    columns = {name for _, name in numbered}
+    gathered = {name: value for name, value in row.items() if name not in columns}
+    gathered["images"] = [row[name] for _, name in numbered]
+    return gathered
 
 
 def _check_row(

@@ -40,6 +40,7 @@ __all__ = [
 ]
 
 PLAIN_INTERVAL: Final = 10.0
+LIVE_JOB_LINES: Final = 200
 RATE_WINDOW: Final = 60.0
 _STATUS_STYLE: Final[Mapping[str, str]] = {
     "succeeded": "green",
@@ -276,7 +277,7 @@ class ProgressTracker:
             self._finished.popleft()
         if self._finished_count < 2:
             return None
-        window = min(RATE_WINDOW, max(now - self._started, 1e-6))
+        window = min(RATE_WINDOW, max(now - self._started, 1.0))
         return len(self._finished) * 60.0 / window
 
     def run_time(self, kind: str | None = None) -> float | None:
@@ -581,7 +582,8 @@ class PlainDisplay(_ConsoleDisplay):
 
 class LiveDisplay(_ConsoleDisplay):
     """A live view for terminals: a bar, the counts by state, rate, ETA, slot limits and
-    retries, with each finished job printed above it."""
+    retries, with each finished job printed above it (only failures past
+    ``LIVE_JOB_LINES`` jobs)."""
 
     def __init__(self, console: Console) -> None:
         super().__init__(console)
@@ -637,6 +639,10 @@ class LiveDisplay(_ConsoleDisplay):
 
     def job(self, record: JobRecord, snap: Snapshot) -> None:
         self._snap = snap
+        if record.ok and snap.total > LIVE_JOB_LINES:
+            # Big batches: only the jobs that need attention scroll by.
+            self.update(snap)
+            return
         style = _STATUS_STYLE.get(record.status, "")
         mark = "✓" if record.ok else "✗"
         line = Text.assemble((f"{mark} ", style), (record.key, "bold"), f"  {record.kind}")

@@ -180,7 +180,6 @@ class RunState:
     stats: ka.BatchStatistics | None = None
     interrupted: bool = False
     stop_reason: str | None = None
-    finished: list[str] = attrs.Factory(list)
 
 
 def _profile(target: Target, env: Mapping[str, str], sim: Any | None) -> Any:
@@ -289,9 +288,11 @@ def _first_leaf(exc: BaseException) -> BaseException:
     return exc
 
 
-def _describe_jobs(jobs: Sequence[ParsedJob]) -> str:
+def _describe_jobs(total: int, jobs: Sequence[ParsedJob]) -> str:
+    if not jobs:
+        return f"{total} job(s)"
     kinds = [job.request.kind.value for job in jobs]
-    return f"{len(jobs)} job(s): {kinds.count('video')} video, {kinds.count('image')} image"
+    return f"{total} job(s): {kinds.count('video')} video, {kinds.count('image')} image"
 
 
 @attrs.define
@@ -337,7 +338,7 @@ class BatchRun:
     def title(self) -> str:
         """The first line of the progress display."""
         where = _display_path(self.settings.out_dir)
-        title = f"kling-async: {_describe_jobs(self.jobs)} -> {where}"
+        title = f"kling-async: {_describe_jobs(self.tracker.total, self.jobs)} -> {where}"
         return title + " (simulator)" if self.target.simulated else title
 
     async def drive(self) -> None:
@@ -432,8 +433,16 @@ class BatchRun:
         resume = f"kling-async resume {summary.journal}"
         if self.state.interrupted:
             left = summary.total - summary.counts.get("succeeded", 0)
+            if self.target.simulated:
+                return (
+                    f"Interrupted: {left} job(s) not done. The in-process simulator stopped "
+                    "with this run, so the tasks it was running are gone; resume sends the "
+                    "jobs not yet sent (a real API or a stand-alone simulator keeps them all).",
+                    f"Continue with:  {resume}",
+                )
             return (
-                f"Interrupted: {left} job(s) not done. Nothing is lost.",
+                f"Interrupted: {left} job(s) not done. Nothing is lost: running tasks go "
+                "on server-side and the journal knows them.",
                 f"Continue with:  {resume}",
             )
         if code == EXIT_STOPPED:
@@ -642,14 +651,17 @@ def status_command(journal: pathlib.Path, *, json_output: bool) -> int:
         )
         return EXIT_OK
     console = Console(highlight=False)
+    if not console.is_terminal:
+        console.width = 160  # logs and pipes: keep ids and keys on one line
     console.print(f"journal {journal}  (batch {batch_id})", markup=False)
     counts = ", ".join(f"{state} {n}" for state, n in sorted(states.items()))
     console.print(f"{len(rows)} job(s): {counts or 'none'}", markup=False)
     shown = [row for row in rows if row.state.value != "DOWNLOADED"]
     if shown:
         table = Table(box=box.SIMPLE if console.is_terminal else box.ASCII)
-        for column in ("key", "kind", "state", "task id", "attempts", "error"):
-            table.add_column(column, overflow="fold")
+        for column in ("key", "kind", "state", "task id", "attempts"):
+            table.add_column(column, no_wrap=True)
+        table.add_column("error", overflow="fold")
         for row in shown[:STATUS_ROWS]:
             error = "" if row.error is None else f"{row.error.type}: {row.error.message}"
             table.add_row(

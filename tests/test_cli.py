@@ -1,5 +1,6 @@
 """The ``kling-async`` command line, run in-process through ``main()`` against the simulator."""
 
+import importlib.metadata
 import io
 import json
 import logging
@@ -88,6 +89,18 @@ def test_help_lists_the_commands(capsys: pytest.CaptureFixture[str]) -> None:
     for command in ("run", "resume", "status", "validate", "simulate"):
         assert command in out
     assert "3 batch stopped" in " ".join(out.split())
+    assert main(["--version"]) == EXIT_OK
+    assert capsys.readouterr().out.startswith("kling-async ")
+
+
+def test_version_from_a_source_tree(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without an installed distribution the version says so instead of failing."""
+
+    def missing(name: str) -> str:
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "version", missing)
+    assert cli_mod._version() == "(not installed)"
 
 
 def test_simulate_delegates_to_the_simulator(capsys: pytest.CaptureFixture[str]) -> None:
@@ -516,6 +529,7 @@ def test_ctrl_c_in_process_leaves_a_resumable_journal(
     text = capsys.readouterr().out
     assert code == run_mod.EXIT_INTERRUPTED, text
     assert "Interrupted:" in text
+    assert "The in-process simulator stopped with this run" in text
     assert "Continue with:  kling-async resume out/journal.sqlite" in text
     assert "unfinished" in text
     assert main(["status", str(out / "journal.sqlite")]) == EXIT_OK

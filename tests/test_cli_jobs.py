@@ -439,3 +439,23 @@ def test_core_type_errors_become_problems(
     monkeypatch.setattr(jobs_mod, "build_request", explode)
     path = _jsonl(folder, {"key": "k", "kind": "video", "images": ["a.png", "b.png"]})
     assert _problems(path) == [(1, "k", None, "something odd")]
+
+
+def test_spreadsheet_headers_and_one_image_per_column(folder: pathlib.Path) -> None:
+    """CSV headers are case/space-insensitive; image1..image4 columns form the images list."""
+    path = folder / "sheet.csv"
+    path.write_text(
+        "Key,Kind,Image 2,Image 1,Negative Prompt\nk,video,b.png,a.png,no text\nm,video,,a.png,\n",
+        encoding="utf-8",
+    )
+    _, jobs, problems = load_jobs(path)
+    request = jobs[0].request
+    assert isinstance(request, MultiImageToVideo)
+    assert [image.source for image in request.images] == [folder / "a.png", folder / "b.png"]
+    assert request.negative_prompt == "no text"
+    assert [(p.line, p.field, p.rule) for p in problems] == [
+        (3, "images", "1 images, must be 2 to 4")
+    ]
+    both = folder / "both.csv"
+    both.write_text("key,kind,images,image3\nk,video,a.png|b.png,c.png\n", encoding="utf-8")
+    assert [(p.field, p.rule) for p in load_jobs(both)[2]] == [("image3", "unknown field")]

@@ -202,6 +202,9 @@ def test_live_display_renders_counts_and_job_lines() -> None:
         JobRecord(key="no", kind="image", status="failed", error={"message": "bad"}), running
     )
     display.job(JobRecord(key="gone", kind="image", status="timed_out"), running)
+    big = attrs.evolve(running, total=1000)
+    display.job(JobRecord(key="quiet-success", kind="video", status="succeeded"), big)
+    display.job(JobRecord(key="loud-failure", kind="video", status="failed"), big)
     display.stop(attrs.evolve(running, timed_out=1, stopped=1))
     display.stop(running)
     display.summary(_summary(stop_reason="AccountError: arrears", counts={"stopped": 3}))
@@ -222,8 +225,10 @@ def test_live_display_renders_counts_and_job_lines() -> None:
         "1 stopped",
         "stopped by",
         "AccountError: arrears",
+        "loud-failure",
     ):
         assert piece in text, piece
+    assert "quiet-success" not in text
 
 
 def test_json_display_emits_one_event_per_line() -> None:

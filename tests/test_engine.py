@@ -26,6 +26,7 @@ from kling_async._errors import (
     ConnectionLost,
     DuplicateExternalId,
     JobTimedOut,
+    MalformedResponse,
     NotFound,
     RateLimited,
     RequestTimeout,
@@ -922,3 +923,17 @@ async def test_finisher_runs_on_successes_before_they_are_yielded() -> None:
     assert outcomes["ok"].files == (pathlib.Path("/out/ok.mp4"),)
     assert outcomes["boom"].files == ()
     assert outcomes["bad"].status is JobStatus.FAILED
+
+
+async def test_list_polling_turns_off_after_repeated_failures() -> None:
+    """Three failing list pages in a row turn list polling off; due tasks are queried by id."""
+    poll = PollPolicy(expected_video=30, use_list=True)  # polls come before the tasks end
+    async with running(poll=poll) as (_, fake, engine):
+        fake.inject("list", MalformedResponse("odd shape", path="$.data"), times=3)
+        async with engine.batch() as batch:
+            for i in range(6):
+                await batch.submit(video(), key=str(i))
+            outcomes = [o async for o in batch]
+        assert all(o.ok for o in outcomes)
+        assert engine.statistics().scheduler.list_enabled[Kind.VIDEO] is False
+        assert fake.calls["list"] == 3

@@ -76,3 +76,17 @@ async def test_journal_and_store_together_are_refused(tmp_path: pathlib.Path) ->
     async with Simulator(SimulatorConfig(time_scale=SCALE)) as sim, client_for(sim) as client:
         with pytest.raises(ValueError, match="not both"):
             client.batch(journal=tmp_path / "x.sqlite", store=NullStore())
+
+
+async def test_out_dir_without_a_journal_downloads_each_success(tmp_path: pathlib.Path) -> None:
+    """With out_dir alone, each success is downloaded before it is yielded."""
+    out = tmp_path / "out"
+    async with (
+        Simulator(SimulatorConfig(time_scale=SCALE, seed=6)) as sim,
+        client_for(sim) as client,
+        client.batch(out_dir=out) as batch,
+    ):
+        await batch.feed(jobs(3))
+        outcomes = [o async for o in batch]
+    assert len(outcomes) == 3
+    assert all(o.files and o.files[0].parent == out for o in outcomes)

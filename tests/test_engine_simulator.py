@@ -1,5 +1,6 @@
 """The engine end to end against the simulator: faults, 429 bursts, 1303, ambiguous creates."""
 
+import asyncio
 import collections
 from collections.abc import Iterator
 
@@ -9,7 +10,7 @@ from blockbuster import BlockBuster, blockbuster_ctx
 from kling_async._client import Client
 from kling_async._engine import JobStatus, Outcome
 from kling_async._errors import TaskFailed
-from kling_async._models import Image, Kind, MultiImageToImage, MultiImageToVideo, Request
+from kling_async._models import Image, MultiImageToImage, MultiImageToVideo, Request
 from kling_async._policy import Backoff, Limits, PollPolicy, Timeouts
 from kling_async.simulator import (
     Fault,
@@ -111,7 +112,7 @@ async def test_a_thousand_jobs_through_every_fault_end_exactly_once() -> None:
     assert stats.peak_concurrency["video"] <= 10
     assert stats.peak_concurrency["image"] <= 10
     assert stats.rejected_concurrency >= 1
-    assert engine.slots[Kind.VIDEO].decreases >= 1
+    assert sum(limiter.decreases for limiter in engine.slots.values()) >= 1
     assert engine.lane.retries > 0
     statuses = collections.Counter(o.status for o in outcomes)
     assert statuses[JobStatus.SUCCEEDED] >= 990, statuses
@@ -156,3 +157,23 @@ async def test_list_polling_against_the_simulator_needs_fewer_requests() -> None
         requests = batch.statistics().requests
         assert requests["create"] == 100
         assert requests["list"] + requests["query"] < 100
+
+
+async def test_nothing_of_the_engine_runs_after_the_client_closes() -> None:
+    """After aclose() no engine task is left on the loop, even with a batch left mid-run."""
+    config = SimulatorConfig(time_scale=SCALE * 20, seed=8)
+    async with Simulator(config) as sim:
+        client = scaled_client(sim, limits=Limits(requests_per_second=None))
+        async with client:
+            async with client.batch() as batch:
+                await batch.feed(jobs(10))
+            assert client.engine_statistics().scheduler.watched > 0  # still polled
+        await asyncio.sleep(0)
+        names = [
+            task.get_coro().__qualname__  # type: ignore[union-attr]
+            for task in asyncio.all_tasks()
+            if task is not asyncio.current_task()
+        ]
+        assert not [name for name in names if "Engine" in name or "Scheduler" in name], names
+        with pytest.raises(RuntimeError):
+            await client.generate(MultiImageToVideo(images=URLS))

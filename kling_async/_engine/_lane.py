@@ -257,6 +257,8 @@ class Lane:
             return None
         self._n_retries += 1
         job.owner.count_retry()
+        if job.phase is Phase.SUBMITTING:
+            job.move(Phase.QUEUED)  # backing off: counted as queued again
         logger.info(
             "job %s: %s; %s in %.2f s (retry %d)",
             job.key,

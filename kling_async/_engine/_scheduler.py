@@ -28,6 +28,7 @@ __all__ = ["PollScheduler", "RunningMedian", "SchedulerStatistics"]
 logger = logging.getLogger("kling_async")
 
 _DEADLINE = -1  # heap entries with this generation are deadlines, not polls
+_LIST_FAILURES = 3  # list pages failing in a row before list polling is turned off
 
 
 class RunningMedian:
@@ -119,6 +120,7 @@ class PollScheduler:
         self._medians = {kind: RunningMedian(policy.window) for kind in Kind}
         self._list_enabled = dict.fromkeys(Kind, policy.use_list)
         self._listing = dict.fromkeys(Kind, False)
+        self._list_failures = dict.fromkeys(Kind, 0)
         self._next_list = dict.fromkeys(Kind, -math.inf)
         self._tg: anyio.abc.TaskGroup | None = None
         self._n_queries = 0
@@ -297,23 +299,26 @@ class PollScheduler:
                     break
         except KlingError as exc:
             self._n_errors += 1
-            if exc.http_status in (404, 405):
+            self._list_failures[kind] += 1
+            gone = exc.http_status in (404, 405)
+            if gone or self._list_failures[kind] >= _LIST_FAILURES:
                 self._list_enabled[kind] = False
                 logger.warning(
-                    "list endpoint for %s answered %s: falling back to per-task queries",
+                    "list endpoint for %s failed (%s): falling back to per-task queries",
                     kind.value,
-                    exc.http_status,
+                    exc,
                     extra={"request_id": exc.request_id},
                 )
-                for job in due:
-                    self._schedule(job, self._clock.now())
-            else:
-                for job in due:
-                    self._reschedule(job)
+            # Whatever broke the list, the due tasks are asked about one by one now.
+            tg = self._tg
+            for job in due:
+                if job.phase is Phase.RUNNING and tg is not None:
+                    tg.start_soon(functools.partial(self._poll_one, job, holding=False))
             return
         finally:
             self._listing[kind] = False
             self._queries.release()
+        self._list_failures[kind] = 0
         due_ids = {job.task_id for job in due}
         for task_id, task in seen.items():
             watched = self._by_task.get(task_id)
