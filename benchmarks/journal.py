@@ -176,7 +176,7 @@ async def batch_table(jobs: int) -> None:
                     async with opener as store:
                         bridge = JournalBatchStore(store)
                         async with client.batch(
-                            store=bridge,  # type: ignore[arg-type]
+                            store=bridge,
                             batch_id=store.batch_id,
                             max_pending=500,
                         ) as batch:

@@ -1,26 +1,36 @@
 """The one place the command line takes library names from.
 
-The CLI uses the public API only; names not yet re-exported by ``kling_async`` are taken
-from their private modules here, and nowhere else.
+The CLI uses the public API only: every name comes from ``kling_async`` or the public
+``kling_async.simulator``, through this one module.
 """
 
-from ._client import Client
-from ._engine._outcome import BatchStatistics, JobStatus, Outcome
-from ._errors import BatchStopped, InvalidRequest, KlingError, Scope
-from ._images import validate_request
-from ._journal import JournalConflict, JournalError, SqliteJournal
-from ._models import (
+from kling_async import (
+    Backoff,
+    BatchStatistics,
+    BatchStopped,
+    Client,
+    CometAPI,
     DynamicMask,
     Image,
+    InvalidRequest,
+    JobStatus,
+    JournalConflict,
+    JournalError,
     Kind,
+    Kling,
+    KlingError,
+    Limits,
     MultiImageToImage,
     MultiImageToVideo,
+    Outcome,
     Point,
+    PollPolicy,
     Request,
+    Scope,
+    SqliteJournal,
+    validate_request,
 )
-from ._policy import Backoff, Limits, PollPolicy
-from ._profiles import CometAPI, Kling
-from .simulator import Simulator, SimulatorConfig
+from kling_async.simulator import Simulator, SimulatorConfig
 
 __all__ = [
     "Backoff",

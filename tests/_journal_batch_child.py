@@ -41,7 +41,7 @@ async def main(url: str, api_key: str, journal_path: str, n: int) -> None:
     async with (
         client_for(url, api_key) as client,
         SqliteJournal.open(journal_path, batch_id="kill") as journal,
-        client.batch(store=JournalBatchStore(journal), batch_id=journal.batch_id) as batch,  # type: ignore[arg-type]
+        client.batch(store=JournalBatchStore(journal), batch_id=journal.batch_id) as batch,
     ):
         await batch.feed((f"job-{i}", request_for(i)) for i in range(n))
         async for outcome in batch:

@@ -44,7 +44,7 @@ async def test_every_state_change_of_a_batch_reaches_the_journal(tmp_path: Path)
         SqliteJournal.open(path, batch_id="full") as journal,
     ):
         store = JournalBatchStore(journal)
-        async with client.batch(store=store, batch_id=journal.batch_id) as batch:  # type: ignore[arg-type]
+        async with client.batch(store=store, batch_id=journal.batch_id) as batch:
             await batch.feed((f"job-{i}", request_for(i)) for i in range(n))
             outcomes = {o.key: o async for o in batch}
         plan = await journal.resume()
