@@ -18,7 +18,7 @@ TEST_DEPS = [
     "blockbuster>=1.5",
 ]
 LINT_DEPS = ["ruff>=0.6"]
-TYPING_DEPS = ["mypy>=1.11"]
+TYPING_DEPS = ["mypy>=1.11", "nox>=2024.4"]  # nox: the noxfile is type-checked too
 COVERAGE_GATE = "95"
 
 
