@@ -67,6 +67,8 @@ _PARSE_IN_THREAD_BYTES = 256 * 1024
 _MAX_BODY = 64 * 1024 * 1024
 
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# (kind, aspect ratio, image index or 0, digest of the inputs): what a result file is made from
+_FileKey = tuple[str, str, int, bytes]
 
 
 class _Answer(Exception):  # noqa: N818 - control flow carrying a finished response
@@ -139,10 +141,9 @@ class Simulator:
         self._forced: list[_Forced] = []
         self._generation = 0
         self._request_seq = 0
-        self._files: collections.OrderedDict[tuple[str, str, int], bytes] = (
-            collections.OrderedDict()
-        )
-        self._making: dict[tuple[str, str, int], asyncio.Future[bytes]] = {}
+        self._files: collections.OrderedDict[_FileKey, bytes] = collections.OrderedDict()
+        self._making: dict[_FileKey, asyncio.Future[bytes]] = {}
+        self._input_digests: dict[str, bytes] = {}
         self._kept_input_bytes = 0
         self._runner: web.AppRunner | None = None
         self._dispatcher: asyncio.Task[None] | None = None
@@ -600,7 +601,7 @@ class Simulator:
     async def _result_file(self, task: SimTask, index: int) -> bytes:
         from ._media import compose_image, compose_video  # noqa: PLC0415 - Pillow is an optional extra
 
-        key = (task.kind, task.task_id, index)
+        key = self._content_key(task, index)
         cached = self._files.get(key)
         if cached is not None:
             self._files.move_to_end(key)
@@ -621,7 +622,22 @@ class Simulator:
             making.add_done_callback(functools.partial(self._made, key))
         return await asyncio.shield(making)
 
-    def _made(self, key: tuple[str, str, int], future: "asyncio.Future[bytes]") -> None:
+    def _content_key(self, task: SimTask, index: int) -> _FileKey:
+        """What a result file is made from: tasks with the same inputs share one file.
+
+        Composing is pure but slow (a GIF takes ~0.1 s): thousands of tasks made from URL
+        inputs (placeholders) would otherwise compose the same picture thousands of times.
+        """
+        spec = task.spec
+        digest = self._input_digests.get(task.task_id)
+        if digest is None:
+            hasher = hashlib.sha256()
+            for data in (*spec.inputs, spec.background):
+                hasher.update(b"-" if data is None else b"+" + hashlib.sha256(data).digest())
+            digest = self._input_digests[task.task_id] = hasher.digest()
+        return (task.kind, spec.aspect_ratio, index if task.kind == "image" else 0, digest)
+
+    def _made(self, key: _FileKey, future: "asyncio.Future[bytes]") -> None:
         del self._making[key]
         if future.cancelled() or future.exception() is not None:
             return  # the waiters got the error; the next download tries again
