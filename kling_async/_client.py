@@ -3,6 +3,7 @@
 import enum
 import functools
 import json
+import logging
 import os
 import time
 from types import TracebackType
@@ -16,7 +17,7 @@ from ._clock import Clock
 from ._engine import Batch, BatchStore, Engine, EngineStatistics
 from ._errors import AuthenticationError, KlingError, TransportError
 from ._http import AiohttpTransport, HttpRequest, Transport, decode_response, logger
-from ._images import check_request
+from ._images import _OFFLOAD_BYTES, check_request
 from ._models import (
     ImageOrigin,
     Kind,
@@ -36,6 +37,7 @@ from ._policy import (
     Timeouts,
 )
 from ._profiles import CometAPI, Kling, Profile
+from ._webhook import WebhookConfig, WebhookReceiver, WebhookSubscription
 from ._wire import parse_task, parse_task_list, request_to_wire
 
 __all__ = ["Client"]
@@ -69,6 +71,12 @@ class Client:
         backoff: Engine retry policy.
         poll: Engine poll policy.
         clock: Where the engine reads time and sleeps (a ``VirtualClock`` in tests).
+        webhook: Status-change callbacks as hints: a :class:`WebhookConfig` (the client
+            serves a receiver for its lifetime) or a :class:`WebhookReceiver` the caller
+            mounted in an app of their own (the client subscribes but does not close it).
+            Each create then carries a ``callback_url``; a task is polled slowly until a
+            delivery says it ended (then it is re-queried at once) or until it runs past
+            its expected time (then it is polled normally). None: polling only.
 
     Raises:
         ValueError: No key found, or a bad ``base_url``.
@@ -86,6 +94,7 @@ class Client:
         backoff: Backoff = DEFAULT_BACKOFF,
         poll: PollPolicy = DEFAULT_POLL,
         clock: Clock | None = None,
+        webhook: WebhookConfig | WebhookReceiver | None = None,
     ) -> None:
         if profile is None:
             profile = CometAPI(api_key)
@@ -98,12 +107,26 @@ class Client:
             env = "KLING_API_KEY" if isinstance(profile, Kling) else "COMETAPI_KEY"
             raise ValueError(f"no API key: pass api_key=... or set {env}")
         self._profile = profile
+        # Blanked out of server messages; the token of each call is added to these.
+        self._secrets = tuple(
+            secret
+            for secret in (getattr(profile, "api_key", None), getattr(profile, "secret_key", None))
+            if secret
+        )
         self._timeouts = timeouts
         self._owns_transport = transport is None
         self._transport: Transport | None = transport
         self._aiohttp: AiohttpTransport | None = None
         self._state = _State.UNOPENED
         self._engine = Engine(self, limits=limits, backoff=backoff, poll=poll, clock=clock)
+        self._webhook: WebhookReceiver | None
+        if isinstance(webhook, WebhookConfig):
+            self._webhook = WebhookReceiver(webhook, now=self._engine.clock.wall)
+            self._owns_webhook = True
+        else:
+            self._webhook = webhook
+            self._owns_webhook = False
+        self._subscription: WebhookSubscription | None = None
 
     def __repr__(self) -> str:
         return f"Client(profile={self._profile!r}, state={self._state.value})"
@@ -118,6 +141,11 @@ class Client:
         """The timeouts of each HTTP call."""
         return self._timeouts
 
+    @property
+    def webhook(self) -> WebhookReceiver | None:
+        """The webhook receiver feeding the scheduler (read its ``statistics()``), if any."""
+        return self._webhook
+
     async def __aenter__(self) -> Self:
         if self._state is not _State.UNOPENED:
             raise RuntimeError(f"a Client can be opened once (it is {self._state.value})")
@@ -128,7 +156,12 @@ class Client:
         self._state = _State.OPEN
         try:
             await self._engine.start()
-        except BaseException:  # pragma: no cover - the engine's start-up does no I/O
+            if self._webhook is not None:
+                if self._owns_webhook:
+                    await self._webhook.__aenter__()
+                self._subscription = self._webhook.subscribe(self._engine.hint)
+                self._engine.use_webhooks(self._subscription.callback_url)
+        except BaseException:
             await self.aclose()
             raise
         return self
@@ -142,9 +175,14 @@ class Client:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the HTTP session (if the client made it). Idempotent."""
+        """Close the HTTP session and webhook receiver (if the client made them). Idempotent."""
         self._state = _State.CLOSED
         await self._engine.aclose()  # first: nothing of the engine runs after this
+        subscription, self._subscription = self._subscription, None
+        if subscription is not None:
+            subscription.close()
+        if self._webhook is not None and self._owns_webhook:
+            await self._webhook.aclose()
         transport, self._aiohttp = self._aiohttp, None
         if transport is not None:
             await transport.aclose()
@@ -168,18 +206,15 @@ class Client:
     ) -> Any:
         """Send one request and return the envelope's ``data`` (the seam for the engine)."""
         transport = self._require_transport()
-        headers = {
-            "Authorization": self._profile.authorization(),
-            "Accept": "application/json",
-        }
+        authorization = self._profile.authorization()
+        headers = {"Authorization": authorization, "Accept": "application/json"}
         if body is not None:
             headers["Content-Type"] = "application/json"
         request = HttpRequest(method, url, headers, body)
         started = time.monotonic()
-        fields: dict[str, Any] = {"endpoint": endpoint, "kind": kind.value, "task_id": task_id}
         try:
             response = await transport.send(request)
-            secrets = (*self._secrets(), headers["Authorization"].removeprefix("Bearer "))
+            secrets = (*self._secrets, authorization.removeprefix("Bearer "))
             data = decode_response(response, secrets=secrets)
         except KlingError as exc:
             if exc.task_id is None:
@@ -187,42 +222,42 @@ class Client:
             if isinstance(exc, AuthenticationError) and exc.code in _REMINT_CODES:
                 # JWT expired or not yet valid: the next call mints a fresh one.
                 self._profile.invalidate_token()
-            logger.info(
-                "%s %s failed: %s",
+            if logger.isEnabledFor(logging.INFO):
+                logger.info(
+                    "%s %s failed: %s",
+                    method,
+                    endpoint,
+                    type(exc).__name__,
+                    extra={
+                        "endpoint": endpoint,
+                        "kind": kind.value,
+                        "task_id": task_id,
+                        "error": type(exc).__name__,
+                        "scope": exc.scope.value,
+                        "http_status": exc.http_status,
+                        "code": exc.code,
+                        "request_id": exc.request_id,
+                        "elapsed": time.monotonic() - started,
+                    },
+                )
+            raise
+        # Checked first: building the record's fields costs more than the call's own work.
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug(
+                "%s %s -> %s",
                 method,
                 endpoint,
-                type(exc).__name__,
+                response.status,
                 extra={
-                    **fields,
-                    "error": type(exc).__name__,
-                    "scope": exc.scope.value,
-                    "http_status": exc.http_status,
-                    "code": exc.code,
-                    "request_id": exc.request_id,
+                    "endpoint": endpoint,
+                    "kind": kind.value,
+                    "task_id": task_id,
+                    "http_status": response.status,
+                    "request_id": response.header("x-request-id"),
                     "elapsed": time.monotonic() - started,
                 },
             )
-            raise
-        logger.debug(
-            "%s %s -> %s",
-            method,
-            endpoint,
-            response.status,
-            extra={
-                **fields,
-                "http_status": response.status,
-                "request_id": response.header("x-request-id"),
-                "elapsed": time.monotonic() - started,
-            },
-        )
         return data
-
-    def _secrets(self) -> tuple[str, ...]:
-        found = (
-            getattr(self._profile, "api_key", None),
-            getattr(self._profile, "secret_key", None),
-        )
-        return tuple(secret for secret in found if secret)
 
     async def create_task(
         self,
@@ -253,7 +288,7 @@ class Client:
             request = attrs.evolve(request, **changes)
         await check_request(request)
         wire = await request_to_wire(request, scene_image_field=self._profile.scene_image_field)
-        if _has_local_images(request):
+        if _is_large(request):
             body = await anyio.to_thread.run_sync(_dump, wire)
         else:
             body = _dump(wire)
@@ -407,7 +442,8 @@ def _dump(wire: dict[str, Any]) -> bytes:
     return json.dumps(wire, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
-def _has_local_images(request: Request) -> bool:
+def _is_large(request: Request) -> bool:
+    """True when the JSON body is worth dumping off the event loop (big inline images)."""
     images = list(request.images)
     if isinstance(request, MultiImageToVideo):
         images.extend(mask.mask for mask in request.dynamic_masks)
@@ -415,4 +451,12 @@ def _has_local_images(request: Request) -> bool:
             images.append(request.static_mask)
     else:
         images.extend(image for image in (request.scene_image, request.style_image) if image)
-    return any(image.origin is not ImageOrigin.URL for image in images)
+    inline = 0
+    for image in images:
+        if image.origin is ImageOrigin.PATH:
+            return True  # a file of any size: its Base64 text is in the body now
+        if image.origin is not ImageOrigin.URL:
+            assert isinstance(image.source, bytes | str)
+            inline += len(image.source)
+    # A worker thread costs more than dumping a few small inline images on the loop.
+    return inline > _OFFLOAD_BYTES

@@ -49,6 +49,8 @@ _CONTENT_TYPES = {
 # Between chunks, not in total: a large video on a slow link may take long, a stall may not.
 DEFAULT_DOWNLOAD_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=60)
 _CHUNK = 256 * 1024
+# Bytes gathered in memory before they are written to the part file (one thread hop).
+_SPILL = 4 * 1024 * 1024
 _MAX_STEM = 100
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _WINDOWS_RESERVED = frozenset(
@@ -394,14 +396,25 @@ class Downloader:
             elif start:
                 self._resumed += 1
             expected = _expected_size(resp, start)
-            digest, size = await self._stream(resp, part, start)
+            writer = _PartWriter(part, start)
+            hasher = (
+                await anyio.to_thread.run_sync(_hash_prefix, part, start)
+                if start
+                else hashlib.sha256()
+            )
+            try:
+                size = await self._stream(resp, writer, hasher)
+            except Exception:
+                await anyio.to_thread.run_sync(writer.spill)  # a Range request continues it
+                raise
             suffix = result_suffix(url, resp.headers.get("Content-Type"), default)
         if expected is not None and size != expected:
             # the body ended early without the client noticing: keep the part, Range next time
+            await anyio.to_thread.run_sync(writer.spill)
             raise _Retry(f"body ended at {size} of {expected} bytes")
         final = self._dir / f"{stem}{suffix}"
-        await anyio.to_thread.run_sync(_publish, part, final)
-        return FileRecord(path=str(final), sha256=digest, size=size, url=url)
+        await anyio.to_thread.run_sync(writer.publish, final)
+        return FileRecord(path=str(final), sha256=hasher.hexdigest(), size=size, url=url)
 
     def _check_status(self, resp: aiohttp.ClientResponse, url: str, offset: int) -> int | None:
         """Return the offset the body starts at (None: range not satisfiable)."""
@@ -435,21 +448,71 @@ class Downloader:
         )
 
     async def _stream(
-        self, resp: aiohttp.ClientResponse, part: pathlib.Path, start: int
-    ) -> tuple[str, int]:
-        hasher = (
-            await anyio.to_thread.run_sync(_hash_prefix, part, start) if start else hashlib.sha256()
-        )
-        size = start
-        async with await anyio.open_file(part, "ab" if start else "wb") as file:
-            async for chunk in resp.content.iter_chunked(_CHUNK):
-                await file.write(chunk)
-                hasher.update(chunk)
-                size += len(chunk)
-                self._bytes += len(chunk)
-            await file.flush()
-            await anyio.to_thread.run_sync(os.fsync, file.wrapped.fileno())
-        return hasher.hexdigest(), size
+        self, resp: aiohttp.ClientResponse, writer: "_PartWriter", hasher: "hashlib._Hash"
+    ) -> int:
+        """Read the body into ``writer``, spilling to the part file every few chunks."""
+        size = writer.start
+        async for chunk in resp.content.iter_chunked(_CHUNK):
+            writer.add(chunk)
+            hasher.update(chunk)
+            size += len(chunk)
+            self._bytes += len(chunk)
+            if writer.buffered >= _SPILL:
+                await anyio.to_thread.run_sync(writer.spill)
+        return size
+
+
+class _PartWriter:
+    """The part file of one attempt: chunks gathered in memory, written in few thread hops.
+
+    A result file is usually small: it is then written, fsynced and renamed in one hop
+    instead of one per chunk, open, flush, fsync and rename. Larger bodies are spilled to
+    the part file every ``_SPILL`` bytes, and what arrived before a network error is
+    spilled too, so the next attempt continues it with a Range request. The methods that
+    touch the disk block: run them in a worker thread.
+    """
+
+    def __init__(self, part: pathlib.Path, start: int) -> None:
+        self.part = part
+        self.start = start
+        self._chunks: list[bytes] = []
+        self.buffered = 0
+        self._append = start > 0  # else the first write truncates (a fresh or restarted file)
+
+    def add(self, chunk: bytes) -> None:
+        """Keep ``chunk`` for the next write."""
+        self._chunks.append(chunk)
+        self.buffered += len(chunk)
+
+    def _write(self) -> int:
+        """Append what is gathered; return the open file descriptor."""
+        flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if self._append else os.O_TRUNC)
+        fd = os.open(self.part, flags, 0o644)
+        try:
+            for chunk in self._chunks:
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(fd, view) :]
+        except BaseException:
+            os.close(fd)
+            raise
+        self._chunks.clear()
+        self.buffered = 0
+        self._append = True
+        return fd
+
+    def spill(self) -> None:
+        """Write what is gathered to the part file."""
+        os.close(self._write())
+
+    def publish(self, final: pathlib.Path) -> None:
+        """Write the rest, fsync, and rename the part over ``final`` (durably)."""
+        fd = self._write()
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        _publish(self.part, final)
 
 
 async def _size_or_zero(path: pathlib.Path) -> int:

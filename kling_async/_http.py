@@ -201,7 +201,7 @@ class AiohttpTransport:
             async with self._session.request(
                 request.method,
                 request.url,
-                headers=dict(request.headers),
+                headers=request.headers,
                 data=request.body,
                 allow_redirects=False,
             ) as response:

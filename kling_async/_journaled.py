@@ -75,4 +75,4 @@ async def prepare(
             external_id=job.row.external_id or external_id_for(batch.batch_id, job.row.key),
         )
     if work.submit:
-        batch.start_soon(batch.resume_pending, [(job.row.key, job.request) for job in work.submit])
+        batch.resume_pending((job.row.key, job.request) for job in work.submit)

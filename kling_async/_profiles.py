@@ -10,6 +10,7 @@ import hmac
 import ipaddress
 import json
 import os
+import string
 import time
 import urllib.parse
 from typing import Final
@@ -29,6 +30,8 @@ __all__ = [
 
 COMETAPI_BASE_URL: Final = "https://api.cometapi.com"
 KLING_BASE_URL: Final = "https://api-singapore.klingai.com"
+# RFC 3986 unreserved characters: the ones urllib.parse.quote(safe="") leaves alone.
+_UNRESERVED: Final = frozenset(string.ascii_letters + string.digits + "-._~")
 
 
 def _is_loopback(host: str) -> bool:
@@ -106,7 +109,10 @@ class Profile:
 
     def task_url(self, kind: Kind, task_id: str) -> str:
         """URL of one task, by task id or external task id."""
-        return f"{self.base_url}{self.path(kind)}/{urllib.parse.quote(task_id, safe='')}"
+        # Ids are nearly always unreserved characters: skip quote() (it is read per poll).
+        if not _UNRESERVED.issuperset(task_id):
+            task_id = urllib.parse.quote(task_id, safe="")
+        return f"{self.base_url}{self.path(kind)}/{task_id}"
 
     def list_url(self, kind: Kind, page: int, page_size: int) -> str:
         """URL of one page of the task list."""

@@ -8,6 +8,8 @@ are written strictly: only fields that are set go on the wire.
 
 import base64
 import pathlib
+import types
+import typing
 from collections.abc import Mapping
 from typing import Any, Final
 
@@ -117,17 +119,44 @@ def _structure_int(value: object, _: type) -> int:
 
 
 def _structure_status(value: object, _: type) -> TaskStatus:
-    if isinstance(value, str) and value.strip().lower() in _STATUS_ALIASES:
-        return _STATUS_ALIASES[value.strip().lower()]
-    raise ValueError(f"unknown task status {value!r}")
+    status = _STATUS_ALIASES.get(value.strip().lower()) if isinstance(value, str) else None
+    if status is None:
+        raise ValueError(f"unknown task status {value!r}")
+    return status
 
 
 def _structure_optional_object(cls: type) -> Any:
+    hook: Any = None
+
     def structure(value: object, _: object) -> object:
+        nonlocal hook
         # ``null``, ``{}`` and (seen from PHP back ends) ``[]`` all mean "nothing yet".
         if value is None or value == []:
             return None
-        return converter.structure(value, cls)
+        if hook is None:  # fetched on first use: the class's hook is built on demand
+            hook = converter.get_structure_hook(cls)
+        return hook(value, cls)
+
+    return structure
+
+
+def _is_optional(candidate: object) -> bool:
+    args = typing.get_args(candidate)
+    return (
+        typing.get_origin(candidate) in (types.UnionType, typing.Union)
+        and len(args) == 2
+        and types.NoneType in args
+    )
+
+
+def _optional(union: Any) -> Any:
+    # cattrs' own ``X | None`` hook looks up the hook of X on every call; this one binds it
+    # once (the same behaviour: None stays None, anything else is structured as X).
+    (inner,) = (arg for arg in typing.get_args(union) if arg is not types.NoneType)
+    inner_hook = converter.get_structure_hook(inner)
+
+    def structure(value: object, _: object) -> object:
+        return None if value is None else inner_hook(value, inner)
 
     return structure
 
@@ -137,12 +166,17 @@ def _is_optional_of(cls: type) -> Any:
     return lambda candidate: candidate == target
 
 
+def _is_mapping(value: object) -> typing.TypeGuard[Mapping[str, Any]]:
+    # Decoded JSON objects are dicts: the exact type check spares the ABC machinery.
+    return type(value) is dict or isinstance(value, Mapping)
+
+
 def _mapping_only(cls: type) -> Any:
     # cattrs reads attrs classes from any container; a string or list must not pass.
     inner: Any = converter.gen_structure_attrs_fromdict(cls)
 
     def structure(value: object, _: object) -> object:
-        if not isinstance(value, Mapping):
+        if not _is_mapping(value):
             raise TypeError(f"expected an object, got {type(value).__name__}")
         return inner(value, cls)
 
@@ -150,6 +184,7 @@ def _mapping_only(cls: type) -> Any:
 
 
 converter.register_structure_hook_factory(attrs.has, _mapping_only)
+converter.register_structure_hook_factory(_is_optional, _optional)
 converter.register_structure_hook(str, _structure_str)
 converter.register_structure_hook(int, _structure_int)
 converter.register_structure_hook(TaskStatus, _structure_status)
@@ -173,10 +208,10 @@ def _malformed(exc: Exception, path: str) -> MalformedResponse:
     return MalformedResponse(f"unexpected task body: {exc}", path=path)
 
 
-def _unwrap(data: Mapping[str, Any], path: str) -> tuple[dict[str, Any], str]:
+def _unwrap(data: Mapping[str, Any], path: str) -> tuple[Mapping[str, Any], str]:
     """Turn the wrapped CometAPI shape (``status`` + nested ``data``) into a Kling task."""
     if "task_status" in data or not isinstance(data.get("data"), Mapping):
-        return dict(data), path
+        return data, path
     task = dict(data["data"])
     if "task_status" not in task and "status" in data:
         task["task_status"] = data["status"]
@@ -185,6 +220,10 @@ def _unwrap(data: Mapping[str, Any], path: str) -> tuple[dict[str, Any], str]:
     if task.get("task_status_msg") is None and data.get("fail_reason"):
         task["task_status_msg"] = data["fail_reason"]
     return task, f"{path}.data"
+
+
+# Bound once: ``converter.structure`` would look the hook up again on every task read.
+_structure_wire_task: Final = converter.get_structure_hook(_WireTask)
 
 
 def parse_task(data: object, *, path: str = "$.data") -> Task:
@@ -197,11 +236,11 @@ def parse_task(data: object, *, path: str = "$.data") -> Task:
     Raises:
         MalformedResponse: The value is not a task; ``.path`` names the bad value.
     """
-    if not isinstance(data, Mapping):
+    if not _is_mapping(data):
         raise MalformedResponse(f"expected a task object, got {type(data).__name__}", path=path)
     body, path = _unwrap(data, path)
     try:
-        wire = converter.structure(body, _WireTask)
+        wire = _structure_wire_task(body, _WireTask)
     except (cattrs.BaseValidationError, ValueError, TypeError) as exc:
         raise _malformed(exc, path) from exc
     result = wire.task_result or _WireResult()

@@ -9,6 +9,7 @@ import aiohttp
 import anyio
 import pytest
 
+from kling_async import _download
 from kling_async._download import (
     Downloader,
     _retry_after,
@@ -369,3 +370,26 @@ async def test_the_same_file_is_not_downloaded_twice_at_once(
             await downloader.download(server.link("/slow.png"), key="k")
         record = await first
     assert record.size == 1
+
+
+async def test_large_bodies_are_spilled_to_the_part_file_as_they_arrive(
+    server: FileServer, sleeps: Sleeps, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past the in-memory bound, chunks go to the part file early; a cut still resumes right."""
+    monkeypatch.setattr(_download, "_SPILL", 100_000)
+    spills: list[int] = []
+    real = _download._PartWriter.spill
+
+    def spill(writer: _download._PartWriter) -> None:
+        spills.append(writer.buffered)
+        real(writer)
+
+    monkeypatch.setattr(_download._PartWriter, "spill", spill)
+    server.files["/v.mp4"] = Served(BODY, truncate=1)
+    async with _downloader(tmp_path, sleeps) as downloader:
+        record = await downloader.download(server.link("/v.mp4"), key="k")
+    assert await _read(record.path) == BODY
+    assert record.sha256 == DIGEST
+    assert len(spills) > 2  # during both attempts, and what arrived before the cut
+    assert downloader.statistics().resumed == 1
+    assert not (tmp_path / ".k.part").exists()

@@ -293,12 +293,22 @@ class Batch:
             raise RuntimeError("the batch is not running")
         self._tg.start_soon(func, *args)
 
-    async def resume_pending(self, jobs: Iterable[tuple[str, Request]]) -> None:
-        """Queue journaled PENDING jobs (already in the store), with back-pressure."""
+    def resume_pending(self, jobs: Iterable[tuple[str, Request]]) -> None:
+        """Queue journaled PENDING jobs (already in the store) in the background.
+
+        Their keys count as journaled at once: submitting one again before its turn comes
+        is the usual no-op (or conflict), never a second job with the same key. They are
+        queued with back-pressure, like a :meth:`feed` (iteration waits for them).
+        """
+        self._check_submittable()
+        pending = list(jobs)
+        self._journaled.update(key for key, _ in pending)
         self._feeding += 1
+        self.start_soon(self._queue_pending, pending)
+
+    async def _queue_pending(self, jobs: list[tuple[str, Request]]) -> None:
         try:
             for key, request in jobs:
-                self._journaled.add(key)
                 await self._submit(request, key)
         finally:
             self._feeding -= 1

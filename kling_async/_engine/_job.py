@@ -103,6 +103,7 @@ class Job:
     timed_out: bool = False
     delivered: bool = False
     holds_slots: bool = False
+    webhook: bool = False  # created with the client's callback_url: deliveries make it due
     reconcile_first: bool = False  # resumed after SUBMITTING: look the task up before any send
 
     def outcome(

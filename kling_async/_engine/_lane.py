@@ -90,6 +90,7 @@ class Lane:
         self._slots = slots
         self._scheduler = scheduler
         self._rng = rng
+        self.callback_url: str | None = None  # set while the client's webhook receiver runs
         self._creating = 0
         self._n_creates = 0
         self._n_lookups = 0
@@ -290,10 +291,13 @@ class Lane:
             job.owner.count_request("create")
             # A create in flight always gets its answer, even if the caller is cancelled:
             # a task it made is then handed to the scheduler instead of being lost.
+            # A callback_url the caller put in the request wins: its deliveries are theirs.
+            callback = self.callback_url if job.request.callback_url is None else None
+            job.webhook = callback is not None
             with anyio.CancelScope(shield=True):
                 try:
                     task = await self._api.create_task(
-                        job.request, external_task_id=job.external_id
+                        job.request, external_task_id=job.external_id, callback_url=callback
                     )
                 finally:
                     self._creating -= 1

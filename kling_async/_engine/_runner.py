@@ -13,7 +13,7 @@ import attrs
 
 from .._clock import Clock, SystemClock
 from .._errors import BatchStopped, KlingError
-from .._models import Kind, Request, Task
+from .._models import Kind, Request, Task, TaskStatus
 from .._policy import DEFAULT_BACKOFF, DEFAULT_LIMITS, DEFAULT_POLL, Backoff, Limits, PollPolicy
 from ._batch import Batch
 from ._ids import external_id_for
@@ -287,6 +287,19 @@ class Engine:
     def refresh(self, task_id: str) -> bool:
         """Make a running task due for a poll now; False when no running task has that id."""
         return self.scheduler.refresh(task_id)
+
+    def use_webhooks(self, callback_url: str | None) -> None:
+        """Send ``callback_url`` with every create from now on (None: stop sending one)."""
+        self.lane.callback_url = callback_url
+
+    def hint(self, task_id: str, status: TaskStatus | None) -> None:
+        """A webhook delivery: re-query the task now if it claims to have ended.
+
+        The payload is never trusted; only the query's answer ends a job. A delivery for
+        a task still running changes nothing (the task is polled at the safety pace).
+        """
+        if status is None or status.is_terminal:
+            self.scheduler.refresh(task_id)
 
     def limits_now(self) -> dict[Kind, int]:
         """Return the current adaptive slot limit per kind."""

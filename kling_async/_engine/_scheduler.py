@@ -160,8 +160,11 @@ class PollScheduler:
         if task is not None and task.status.is_terminal:
             await self._finish_task(job, task)
             return
+        covered = self._webhook_delay(job, now)
         if adopted or (task is not None and task.status is TaskStatus.PROCESSING):
             first = self._policy.min_interval
+        elif covered is not None:
+            first = covered
         else:
             first = self._policy.first_poll * self.expected(job.kind)
         self._schedule(job, now + first)
@@ -366,11 +369,28 @@ class PollScheduler:
             job.last_running_at = self._clock.now()
             self._reschedule(job)
 
+    def _webhook_delay(self, job: Job, now: float) -> float | None:
+        """Seconds to the next safety poll of a task its webhook deliveries cover, else None.
+
+        Covered until ``webhook_grace`` times the expected run time has passed since the
+        task was created; a task still running then (its end delivery lost, or slow) is
+        polled at the normal pace.
+        """
+        if not job.webhook or job.timed_out:
+            return None
+        resume_at = job.submitted_at + self._policy.webhook_grace * self.expected(job.kind)
+        if now >= resume_at:
+            return None
+        return min(self._policy.webhook_interval, resume_at - now)
+
     def _reschedule(self, job: Job) -> None:
         if job.phase is not Phase.RUNNING:
             return
         policy = self._policy
-        if job.timed_out:
+        covered = self._webhook_delay(job, self._clock.now())
+        if covered is not None:
+            base = covered
+        elif job.timed_out:
             base = policy.overdue_interval
         else:
             if job.next_interval <= 0:
