@@ -75,6 +75,13 @@ from ._policy import Timeouts as Timeouts
 from ._profiles import CometAPI as CometAPI
 from ._profiles import Kling as Kling
 from ._profiles import Profile as Profile
+from ._webhook import RejectReason as RejectReason
+from ._webhook import WebhookConfig as WebhookConfig
+from ._webhook import WebhookReceiver as WebhookReceiver
+from ._webhook import WebhookStatistics as WebhookStatistics
+from ._webhook import WebhookSubscription as WebhookSubscription
+from ._webhook import WebhookVerificationError as WebhookVerificationError
+from ._webhook import WebhookVerifier as WebhookVerifier
 
 __version__ = "0.1.0"
 
@@ -132,6 +139,7 @@ __all__ = [
     "PollPolicy",
     "Profile",
     "RateLimited",
+    "RejectReason",
     "Request",
     "RequestTimeout",
     "ResultExpired",
@@ -149,5 +157,11 @@ __all__ = [
     "Video",
     "VideoAspectRatio",
     "VirtualClock",
+    "WebhookConfig",
+    "WebhookReceiver",
+    "WebhookStatistics",
+    "WebhookSubscription",
+    "WebhookVerificationError",
+    "WebhookVerifier",
     "validate_request",
 ]

@@ -26,8 +26,13 @@ when the server said how long to wait) or ``batch`` (stop submitting anything)::
     ├── TaskFailed                               JOB        the task ended ``failed``
     ├── JobTimedOut                              JOB        the job's deadline passed
     ├── BatchStopped                             BATCH      not sent: the batch circuit opened
-    └── DownloadError                            JOB        a result file could not be saved
-        └── ResultExpired                        JOB        its URL answers 403/404/410
+    ├── DownloadError                            JOB        a result file could not be saved
+    │   └── ResultExpired                        JOB        its URL answers 403/404/410
+    ├── JournalError(KlingError, RuntimeError)   BATCH      the journal cannot be written (_journal)
+    └── WebhookVerificationError(.., ValueError) -          a delivery failed verification (_webhook)
+
+Misuse of the journal raises ``JournalConflict(ValueError)`` (same key, other request) and of
+the downloader ``UnsafeKey(ValueError)``; both are ``ValueError``, not run-time errors.
 
 No API key or token ever appears in an error's text or attributes.
 """

@@ -2,8 +2,9 @@
 
 Kling and CometAPI POST the task object to a job's ``callback_url`` on every status
 change. A delivery is only ever a *hint*: the receiver hands ``(task_id, status)`` to the
-subscriber's ``on_hint`` callback (the engine passes its scheduler's ``refresh``), which
-re-queries the task before trusting anything; polling stays on as a slow safety net.
+subscriber's ``on_hint`` callback (the client passes ``Engine.hint``, which makes the task
+due for a query now when the delivery claims it ended); nothing in a payload is trusted,
+and polling stays on as a slow safety net.
 
 What reaches ``on_hint`` is bounded and cheap, whatever arrives on the socket::
 
