@@ -29,7 +29,7 @@ when the server said how long to wait) or ``batch`` (stop submitting anything)::
     ├── DownloadError                            JOB        a result file could not be saved
     │   └── ResultExpired                        JOB        its URL answers 403/404/410
     ├── JournalError(KlingError, RuntimeError)   BATCH      the journal cannot be written (_journal)
-    └── WebhookVerificationError(.., ValueError) -          a delivery failed verification (_webhook)
+    └── WebhookVerificationError(.., ValueError) -          a delivery failed its checks (_webhook)
 
 Misuse of the journal raises ``JournalConflict(ValueError)`` (same key, other request) and of
 the downloader ``UnsafeKey(ValueError)``; both are ``ValueError``, not run-time errors.
