@@ -7,7 +7,7 @@ without network, tasks to poll, creates to reconcile, jobs to submit);
 """
 
 import pathlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import attrs
 
@@ -60,8 +60,12 @@ class JournalBatchStore:
     step it guards (``submitting`` before the create is sent).
     """
 
-    def __init__(self, store: JobStore) -> None:
+    def __init__(
+        self, store: JobStore, *, check_key: Callable[[str], object] | None = None
+    ) -> None:
+        """Write through ``store``; ``check_key`` vets each new key (raises to refuse it)."""
         self.store = store
+        self._check_key = check_key
 
     async def pending(
         self, key: str, kind: Kind, request: Request, external_id: str
@@ -70,8 +74,12 @@ class JournalBatchStore:
 
         Raises:
             JournalConflict: ``key`` is known with another request.
+            Exception: whatever ``check_key`` raises (``UnsafeKey`` when results are
+                downloaded: refused before any create is paid for, not after).
         """
         del external_id  # derived again from batch id and key; written at SUBMITTING
+        if self._check_key is not None:
+            self._check_key(key)
         record = request_to_record(request)
         return await self.store.add(key, kind.value, fingerprint(record), record)
 

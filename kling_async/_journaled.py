@@ -10,7 +10,7 @@ jobs are sent.
 import contextlib
 import os
 
-from ._download import Downloader
+from ._download import Downloader, file_stem
 from ._engine import Batch, JobStatus, Outcome, external_id_for
 from ._journal import JobStore, MemoryStore, SqliteJournal
 from ._journal_bridge import JournalBatchStore, download_outcome, resume_work
@@ -34,7 +34,8 @@ async def prepare(
     else:
         store = MemoryStore(batch_id=batch_id or batch.batch_id, keep_records=False)
         stack.push_async_callback(store.aclose)
-    bridge = JournalBatchStore(store)
+    # With downloads, a key that cannot name a file is refused at submit, before it is paid.
+    bridge = JournalBatchStore(store, check_key=None if out_dir is None else file_stem)
     batch.configure(batch_id=store.batch_id, store=bridge)
     if out_dir is not None:
         downloader = await stack.enter_async_context(Downloader(out_dir))

@@ -82,10 +82,12 @@ async def _simulator(log: pathlib.Path) -> AsyncIterator[str]:
                 await proc.stdout.read()
 
 
-async def _run_client(url: str, tmp: pathlib.Path, run: int, kill_after: float | None) -> list[str]:
+async def _run_client(
+    url: str, tmp: pathlib.Path, run: int, kill_after: float | None
+) -> tuple[list[str], int]:
     """Run the batch in a child process; SIGKILL it ``kill_after`` s after it started.
 
-    Returns the lines it printed. ``kill_after=None`` lets it finish (and checks it did).
+    Returns the lines it printed and its exit status. ``kill_after=None`` lets it finish.
     """
     args = (url, KEY, str(tmp / "run.sqlite"), str(tmp / "out"), str(JOBS), str(SCALE))
     with (tmp / f"client-{run}.err").open("wb") as err:
@@ -106,25 +108,32 @@ async def _run_client(url: str, tmp: pathlib.Path, run: int, kill_after: float |
                 if lines[-1] == "started":
                     started.set()
 
+        reader = asyncio.create_task(read())
         try:
-            reader = asyncio.create_task(read())
             if kill_after is None:
                 await asyncio.wait_for(proc.wait(), 80)
             else:
-                try:
-                    await asyncio.wait_for(started.wait(), 30)
-                    await asyncio.wait_for(asyncio.shield(reader), kill_after)
-                except TimeoutError:
-                    pass
+                # the kill comes kill_after s after the batch opened (or the child ended first)
+                opened = asyncio.create_task(started.wait())
+                await asyncio.wait({opened, reader}, timeout=30, return_when="FIRST_COMPLETED")
+                opened.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await opened
+                if started.is_set():
+                    await asyncio.wait({reader}, timeout=kill_after)
                 await _stop(proc)
             await asyncio.wait_for(reader, 10)
         finally:
             await _stop(proc)
-    if kill_after is None:
-        stderr = (tmp / f"client-{run}.err").read_text(errors="replace")
-        assert proc.returncode == 0, stderr[-3000:]
-        assert lines[-1] == "done", lines[-5:]
-    return lines
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+    assert proc.returncode is not None
+    return lines, proc.returncode
+
+
+def _tail(path: pathlib.Path) -> str:
+    return path.read_text(errors="replace")[-3000:]
 
 
 async def _statistics(url: str) -> dict[str, object]:
@@ -141,14 +150,20 @@ async def test_two_thousand_jobs_survive_repeated_sigkill(tmp_path: pathlib.Path
     async with _simulator(tmp_path / "simulator.err") as url:
         progress = []
         for run in range(KILLS):
-            lines = await _run_client(url, tmp_path, run, rng.uniform(0.0, 2.0))
+            lines, code = await _run_client(url, tmp_path, run, rng.uniform(0.0, 2.0))
+            # died of the SIGKILL, not of an error of its own (or, rarely, finished first)
+            assert code == -signal.SIGKILL or (code, lines[-1]) == (0, "done"), (
+                code,
+                _tail(tmp_path / f"client-{run}.err"),
+            )
+            assert "started" in lines, run
             progress.append(sum(line.startswith("outcome ") for line in lines))
-        final = await _run_client(url, tmp_path, KILLS, None)
+        final, code = await _run_client(url, tmp_path, KILLS, None)
+        assert (code, final[-1:]) == (0, ["done"]), _tail(tmp_path / f"client-{KILLS}.err")
         stats = await _statistics(url)
 
-    # Every killed run got going, and the work moved on across the kills.
-    assert (tmp_path / "run.sqlite").exists()
-    assert sum(progress) > 0, progress
+    # The work moved on across the kills (outcomes of earlier runs are yielded again).
+    assert max(progress) > 0, progress
 
     # The last run yields every job exactly once, all succeeded with their files.
     outcomes = [line.split() for line in final if line.startswith("outcome ")]

@@ -1,7 +1,10 @@
 """Resuming a journaled batch through the public API: stops, same-key rules, expired URLs."""
 
 import asyncio
+import contextlib
+import json
 import pathlib
+import sqlite3
 
 import pytest
 
@@ -171,3 +174,52 @@ async def test_an_expired_url_leaves_the_job_to_a_later_resume(tmp_path: pathlib
         assert row.error.expires_at is not None
     assert not out.exists() or not list(out.iterdir())
     assert stats.tasks_created == 2
+
+
+@pytest.mark.parametrize("key", ["../escape", "/abs/path", "a/../../b", "nul\x00"])
+async def test_with_out_dir_an_unsafe_key_is_refused_before_any_create(
+    tmp_path: pathlib.Path, key: str
+) -> None:
+    """A key that cannot name a file raises UnsafeKey at submit; nothing is created or written."""
+    out = tmp_path / "out"
+    async with (
+        Simulator(SimulatorConfig(time_scale=SCALE, seed=9)) as sim,
+        client_for(sim) as kling,
+    ):
+        async with kling.batch(journal=tmp_path / "run.sqlite", out_dir=out) as batch:
+            with pytest.raises(ka.UnsafeKey):
+                await batch.submit(jobs(1)[0][1], key=key)
+            await batch.submit(jobs(1)[0][1], key="sub/dir key")  # made safe, not refused
+            outcomes = [o async for o in batch]
+        stats = sim.statistics()
+    assert [o.key for o in outcomes] == ["sub/dir key"]
+    assert stats.tasks_created == 1
+    [path] = outcomes[0].files
+    assert path.parent == out
+    assert path.name.startswith("sub_dir_key-")
+    assert key not in await _rows(tmp_path / "run.sqlite")
+
+
+async def test_a_row_whose_request_no_longer_builds_ends_failed_unsent(
+    tmp_path: pathlib.Path,
+) -> None:
+    """A journaled request that no longer validates ends FAILED on resume; no create is sent."""
+    path = tmp_path / "run.sqlite"
+    async with SqliteJournal.open(path, batch_id="r") as journal:
+        bridge = JournalBatchStore(journal)
+        for key, request in jobs(2):
+            await bridge.pending(key, request.kind, request, key)
+    with contextlib.closing(sqlite3.connect(path)) as conn, conn:
+        conn.execute("UPDATE jobs SET record = ? WHERE key = 'k1'", (json.dumps({"x": 1}),))
+    async with (
+        Simulator(SimulatorConfig(time_scale=SCALE, seed=11)) as sim,
+        client_for(sim) as kling,
+    ):
+        async with kling.batch(journal=path) as batch:
+            outcomes = {o.key: o async for o in batch}
+        stats = sim.statistics()
+    assert outcomes["k0"].ok
+    assert outcomes["k1"].status is ka.JobStatus.FAILED
+    assert isinstance(outcomes["k1"].error, ka.InvalidRequest)
+    assert stats.tasks_created == 1
+    assert (await _rows(path))["k1"] is JobState.FAILED

@@ -14,7 +14,8 @@ from blockbuster import BlockBuster, blockbuster_ctx
 
 from kling_async._client import Client
 from kling_async._clock import VirtualClock
-from kling_async._engine import Engine, JobStatus, Outcome
+from kling_async._engine import Engine, JobStatus, Outcome, _scheduler
+from kling_async._errors import ServerError
 from kling_async._models import (
     Image,
     Kind,
@@ -55,6 +56,7 @@ class RecordingApi(FakeApi):
         super().__init__(clock, **kwargs)
         self.callback_urls: list[str | None] = []
         self.query_times: list[float] = []
+        self.create_answer_delay = 0.0  # the server made the task; its answer is late
 
     async def create_task(
         self,
@@ -64,9 +66,11 @@ class RecordingApi(FakeApi):
         callback_url: str | None = None,
     ) -> Task:
         self.callback_urls.append(callback_url)
-        return await super().create_task(
+        task = await super().create_task(
             request, external_task_id=external_task_id, callback_url=callback_url
         )
+        await self.clock.sleep(self.create_answer_delay)
+        return task
 
     async def get_task(self, kind: Kind, task_id: str) -> Task:
         self.query_times.append(self.clock.now())
@@ -78,10 +82,12 @@ POLL = PollPolicy(expected_video=60, expected_image=15, jitter=0.0)
 
 @contextlib.asynccontextmanager
 async def engine_on(
-    duration: float, *, webhooks: bool = True, poll: PollPolicy = POLL
+    duration: float, *, webhooks: bool = True, poll: PollPolicy = POLL, latency: float = 0.0
 ) -> AsyncIterator[tuple[VirtualClock, RecordingApi, Engine]]:
     async with VirtualClock() as clock:
-        fake = RecordingApi(clock, durations={Kind.VIDEO: duration, Kind.IMAGE: duration})
+        fake = RecordingApi(
+            clock, durations={Kind.VIDEO: duration, Kind.IMAGE: duration}, latency=latency
+        )
         engine = Engine(fake, poll=poll, clock=clock, seed=1)
         if webhooks:
             engine.use_webhooks(CALLBACK)
@@ -152,6 +158,84 @@ async def test_forged_and_running_hints_never_end_a_job() -> None:
         task = await engine.generate(video())
     assert task.status is TaskStatus.SUCCEEDED
     assert fake.query_times == [pytest.approx(10.0), pytest.approx(40.5)]
+
+
+async def test_hint_during_a_query_in_flight_coalesces() -> None:
+    """A hint while the task's query is in flight sends no second query at once.
+
+    After a running answer the task is checked once more; after an end it is not.
+    """
+    async with (
+        engine_on(40.0, latency=2.0) as (clock, fake, engine),
+        anyio.create_task_group() as tg,
+    ):
+
+        async def deliver() -> None:
+            await clock.sleep(10)
+            (task_id,) = fake.tasks
+            engine.hint(task_id, TaskStatus.FAILED)  # early or forged: the query says running
+            await clock.sleep(1)
+            engine.hint(task_id, None)  # in flight: re-checked after the running answer
+            await clock.sleep(31.5)  # t=42.5, the task ended at 42
+            engine.hint(task_id, TaskStatus.SUCCEEDED)
+            await clock.sleep(0.5)
+            engine.hint(task_id, None)  # in flight, and its answer is the end: nothing more
+
+        tg.start_soon(deliver)
+        task = await engine.generate(video())
+        assert clock.now() == pytest.approx(44.5)
+    assert task.status is TaskStatus.SUCCEEDED
+    assert fake.query_times == [pytest.approx(t) for t in (10.0, 12.0, 42.5)]
+
+
+async def test_hint_during_a_failed_query_asks_again_soon() -> None:
+    """A hint while the task's query is in flight and then fails: asked again min_interval later."""
+    async with (
+        engine_on(40.0, latency=2.0) as (clock, fake, engine),
+        anyio.create_task_group() as tg,
+    ):
+        fake.inject("get", ServerError("bad gateway", http_status=502))
+
+        async def deliver() -> None:
+            await clock.sleep(10)
+            (task_id,) = fake.tasks
+            engine.hint(task_id, TaskStatus.SUCCEEDED)
+            await clock.sleep(1)
+            engine.hint(task_id, None)  # in flight: the failure is followed by a re-check
+
+        tg.start_soon(deliver)
+        task = await engine.generate(video())
+    assert task.status is TaskStatus.SUCCEEDED
+    assert fake.query_times[:2] == [pytest.approx(10.0), pytest.approx(12.0 + POLL.min_interval)]
+
+
+@pytest.mark.parametrize(
+    ("answer_delay", "others", "first_query"),
+    [
+        pytest.param(5.0, 0, 5.0, id="applied-when-the-task-is-known"),
+        pytest.param(400.0, 0, 400.0 + 90.0, id="expired-after-minutes"),
+        pytest.param(5.0, 2, 5.0 + 90.0, id="evicted-past-the-bound"),
+    ],
+)
+async def test_end_delivery_before_the_create_answer_is_remembered(
+    monkeypatch: pytest.MonkeyPatch, answer_delay: float, others: int, first_query: float
+) -> None:
+    """An end delivery for a task not yet known is kept (bounded, for minutes): due when known."""
+    monkeypatch.setattr(_scheduler, "_EARLY_HINTS", 2)
+    async with engine_on(3.0) as (clock, fake, engine), anyio.create_task_group() as tg:
+        fake.create_answer_delay = answer_delay
+
+        async def deliver() -> None:
+            await clock.sleep(4)  # the task ended at 3; its create has not answered yet
+            (task_id,) = fake.tasks
+            engine.hint(task_id, TaskStatus.SUCCEEDED)
+            for other in range(others):
+                engine.hint(f"unknown-{other}", TaskStatus.SUCCEEDED)
+
+        tg.start_soon(deliver)
+        task = await engine.generate(video())
+    assert task.status is TaskStatus.SUCCEEDED
+    assert fake.query_times == [pytest.approx(first_query)]
 
 
 async def test_callback_url_in_the_request_wins() -> None:

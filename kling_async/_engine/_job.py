@@ -99,6 +99,8 @@ class Job:
     last_running_at: float = 0.0
     polls: int = 0
     poll_gen: int = 0
+    querying: bool = False  # a query or list page asking about it is in flight
+    recheck: bool = False  # hinted while querying: ask again unless the answer is an end
     next_interval: float = 0.0
     timed_out: bool = False
     delivered: bool = False

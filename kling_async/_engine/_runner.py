@@ -297,6 +297,7 @@ class Engine:
 
         The payload is never trusted; only the query's answer ends a job. A delivery for
         a task still running changes nothing (the task is polled at the safety pace).
+        One that outruns its create's answer is remembered until the task is known.
         """
         if status is None or status.is_terminal:
             self.scheduler.refresh(task_id)

@@ -29,6 +29,10 @@ logger = logging.getLogger("kling_async")
 
 _DEADLINE = -1  # heap entries with this generation are deadlines, not polls
 _LIST_FAILURES = 3  # list pages failing in a row before list polling is turned off
+# Hints for task ids not known yet (a delivery outran its create's answer): remembered,
+# this many at most, for this many seconds, and applied when the task is watched.
+_EARLY_HINTS = 4096
+_EARLY_HINT_TTL = 300.0
 
 
 class RunningMedian:
@@ -114,6 +118,7 @@ class PollScheduler:
         self._heap: list[tuple[float, int, int, Job]] = []
         self._seq = itertools.count()
         self._by_task: dict[str, Job] = {}
+        self._early: collections.OrderedDict[str, float] = collections.OrderedDict()
         self._running = dict.fromkeys(Kind, 0)
         self._wake = anyio.Event()
         self._sleep_target = -math.inf
@@ -145,7 +150,7 @@ class PollScheduler:
         """Poll ``job``'s task until it ends (``task``: what the create or lookup answered).
 
         A task that was adopted rather than just created is polled soon, since it may
-        have been running for a while.
+        have been running for a while; one hinted before it was known is polled now.
         """
         assert job.task_id is not None
         now = self._clock.now()
@@ -157,11 +162,14 @@ class PollScheduler:
         self._by_task[job.task_id] = job
         if job.deadline is not None:
             self._push(job.deadline, _DEADLINE, job)
+        hinted = self._early.pop(job.task_id, -math.inf) >= now - _EARLY_HINT_TTL
         if task is not None and task.status.is_terminal:
             await self._finish_task(job, task)
             return
         covered = self._webhook_delay(job, now)
-        if adopted or (task is not None and task.status is TaskStatus.PROCESSING):
+        if hinted:
+            first = 0.0
+        elif adopted or (task is not None and task.status is TaskStatus.PROCESSING):
             first = self._policy.min_interval
         elif covered is not None:
             first = covered
@@ -172,12 +180,23 @@ class PollScheduler:
     def refresh(self, task_id: str) -> bool:
         """Make ``task_id`` due now (a webhook delivery or a caller's hint).
 
+        A task whose query is in flight is not asked twice at once: it is asked again
+        after the answer, unless that answer is its end. An id not known yet (its
+        create's answer may still be on its way) is remembered for a few minutes and
+        made due when its task is watched.
+
         Returns:
             False when no running task has that id.
         """
         job = self._by_task.get(task_id)
-        if job is None or job.phase is not Phase.RUNNING:
+        if job is None:
+            self._remember_early(task_id)
             return False
+        if job.phase is not Phase.RUNNING:
+            return False
+        if job.querying:
+            job.recheck = True
+            return True
         self._schedule(job, self._clock.now())
         return True
 
@@ -216,6 +235,20 @@ class PollScheduler:
         job.poll_gen += 1
         self._push(due, job.poll_gen, job)
 
+    def _remember_early(self, task_id: str) -> None:
+        now = self._clock.now()
+        early = self._early
+        early[task_id] = now
+        early.move_to_end(task_id)
+        while len(early) > _EARLY_HINTS or next(iter(early.values())) < now - _EARLY_HINT_TTL:
+            early.popitem(last=False)
+
+    def _answered(self, job: Job) -> bool:
+        """The query in flight for ``job`` answered; returns whether it was hinted meanwhile."""
+        recheck = job.recheck
+        job.querying = job.recheck = False
+        return recheck
+
     async def _loop(self, tg: anyio.abc.TaskGroup) -> None:
         while True:
             now = self._clock.now()
@@ -228,7 +261,9 @@ class PollScheduler:
                     if not job.timed_out:
                         await self._time_out(job)
                 elif gen == job.poll_gen:
-                    job.poll_gen += 1  # in flight: stale entries and refreshes wait for it
+                    # In flight: stale entries are dropped and refreshes wait for the answer.
+                    job.poll_gen += 1
+                    job.querying = True
                     due.append(job)
             if due:
                 await self._dispatch(due, tg)
@@ -254,6 +289,7 @@ class PollScheduler:
                     # A list is in flight or was just read: these wait for the next one.
                     later = max(now + self._policy.list_interval / 2, self._next_list[kind])
                     for job in jobs:
+                        self._answered(job)
                         self._schedule(job, later)
                     continue
                 self._listing[kind] = True
@@ -335,6 +371,7 @@ class PollScheduler:
 
     async def _query_failed(self, job: Job, exc: KlingError) -> None:
         self._n_errors += 1
+        recheck = self._answered(job)
         if exc.scope is Scope.TRANSIENT:
             if isinstance(exc, RateLimited):
                 self._rate.pause(
@@ -346,7 +383,10 @@ class PollScheduler:
                 type(exc).__name__,
                 extra={"job_key": job.key, "task_id": job.task_id, "request_id": exc.request_id},
             )
-            self._reschedule(job)
+            if recheck:  # hinted meanwhile: soon, not at once (the server just failed)
+                self._schedule(job, self._clock.now() + self._policy.min_interval)
+            else:
+                self._reschedule(job)
             return
         # The task cannot be followed any more (unknown task, key refused): the job ends.
         exc.job_key = exc.job_key or job.key
@@ -362,12 +402,16 @@ class PollScheduler:
     async def _observe(self, job: Job, task: Task) -> None:
         if job.phase is not Phase.RUNNING:
             return
+        recheck = self._answered(job)
         job.polls += 1
         if task.status.is_terminal:
             await self._finish_task(job, task)
         else:
             job.last_running_at = self._clock.now()
-            self._reschedule(job)
+            if recheck:
+                self._schedule(job, job.last_running_at)
+            else:
+                self._reschedule(job)
 
     def _webhook_delay(self, job: Job, now: float) -> float | None:
         """Seconds to the next safety poll of a task its webhook deliveries cover, else None.
