@@ -13,7 +13,9 @@ The life of a row::
        └──────────────┴──────────────┴──▶ FAILED | TIMED_OUT
 
 Each state is written *before* the step it guards: ``mark_submitting`` returns only
-after the commit that holds it, so the create it guards can be sent.
+after the commit that holds it, so the create it guards can be sent. PENDING guards
+nothing paid for, so the engine adds it lazily (``add(..., durable=False)``): it is
+committed with the next durable write, never one fsync per job.
 """
 
 import asyncio
@@ -61,6 +63,10 @@ _SCHEMA_VERSION = 1
 # Most state changes that arrive while one commit is on disk go into the next one; the
 # cap keeps a single transaction (and the latency of the first caller in it) bounded.
 _MAX_GROUP = 2048
+# A transaction holding only lazy writes (``add(..., durable=False)``: nobody waits for
+# their commit) stays open this long for more of them, unless a durable write, a flush or
+# the close commits it sooner: feeding 2,000 jobs one by one costs a few commits, not 2,000.
+_LAZY_COMMIT_DELAY = 0.05
 
 
 class JobState(enum.Enum):
@@ -320,7 +326,8 @@ class JobStore(Protocol):
     """Where a batch keeps its jobs; SQLite here, a server database later.
 
     Every ``mark_*`` and ``add`` returns after the change is durable (committed), so the
-    caller may then take the step the change guards. Concurrent callers share commits.
+    caller may then take the step the change guards (except ``add(..., durable=False)``,
+    made durable by the next durable write). Concurrent callers share commits.
     A key is unique within the store; a store belongs to one batch (``batch_id``).
     """
 
@@ -335,9 +342,24 @@ class JobStore(Protocol):
         ...
 
     async def add(
-        self, key: str, kind: str, fingerprint: str, record: Mapping[str, Any]
+        self,
+        key: str,
+        kind: str,
+        fingerprint: str,
+        record: Mapping[str, Any],
+        *,
+        durable: bool = True,
     ) -> JobRecord | None:
         """Add a PENDING job; return None if new, or the existing row if the same job is known.
+
+        ``durable=True`` (the default) returns once the row is committed, like every
+        ``mark_*``. ``durable=False`` returns once the same-key check is answered, in order
+        with every other write, and lets the commit come later: the row is durable no
+        later than the next durable write of the store returns (a store applies writes in
+        order), so the ``mark_submitting`` guarding the job's create commits it too. A
+        PENDING row guards nothing paid for; lost in a crash, it is re-added by the feed
+        of the resumed run, as if the crash had come a moment earlier. The engine adds
+        with ``durable=False``.
 
         Raises:
             JournalConflict: ``key`` is known with another fingerprint.
@@ -527,9 +549,16 @@ class MemoryStore:
         return self._put(move(old), old)
 
     async def add(
-        self, key: str, kind: str, fingerprint: str, record: Mapping[str, Any]
+        self,
+        key: str,
+        kind: str,
+        fingerprint: str,
+        record: Mapping[str, Any],
+        *,
+        durable: bool = True,
     ) -> JobRecord | None:
-        """Add a PENDING job; see ``JobStore.add``."""
+        """Add a PENDING job; see ``JobStore.add`` (``durable`` changes nothing in memory)."""
+        del durable
         new, existing = _Rows.add(self._rows.get(key), key, kind, fingerprint, record)
         if new is not None:
             self._put(new if self._keep_records else attrs.evolve(new, record={}), None)
@@ -683,7 +712,14 @@ def _from_db(values: tuple[Any, ...]) -> JobRecord:
     )
 
 
-_Op = tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]
+@attrs.frozen
+class _Op:
+    """One operation for the writer thread, and the future its caller awaits."""
+
+    fn: Callable[[sqlite3.Connection], Any]
+    future: asyncio.Future[Any]
+    durable: bool = True
+    """Answer after the commit holding it (else as soon as it ran, the commit comes later)."""
 
 
 class SqliteJournal:
@@ -692,7 +728,10 @@ class SqliteJournal:
     One writer thread owns the only connection. Every operation is queued to it; the
     thread takes all queued operations, runs them in one transaction and commits once,
     then wakes their callers: under load, thousands of state changes share one fsync,
-    and no caller proceeds before its change is on disk. The event loop never touches
+    and no caller proceeds before its change is on disk. A lazy ``add(...,
+    durable=False)`` is answered as soon as it ran; its transaction stays open for more
+    (at most ``_LAZY_COMMIT_DELAY`` seconds) and is committed by the next durable write,
+    so a feed adding jobs one by one shares a few commits. The event loop never touches
     the file.
 
     Open it with ``async with SqliteJournal.open(path) as journal:``.
@@ -726,6 +765,13 @@ class SqliteJournal:
         self._largest_group = 0
         self._pending_ops = 0
         self._broken: JournalError | None = None
+        # writer thread only: the open transaction and the durable ops awaiting its commit
+        self._in_txn = False
+        self._txn_started = 0.0
+        self._txn_ops = 0
+        self._txn_lazy = 0
+        self._stopping = False
+        self._waiting: list[tuple[asyncio.Future[Any], tuple[bool, Any]]] = []
 
     @classmethod
     @contextlib.asynccontextmanager
@@ -791,7 +837,7 @@ class SqliteJournal:
         )
         ready: asyncio.Future[None] = self._loop.create_future()
         self._pending_ops += 1
-        self._queue.put((lambda conn: None, ready))
+        self._queue.put(_Op(lambda conn: None, ready))
         self._thread.start()
         try:
             await ready
@@ -855,7 +901,7 @@ class SqliteJournal:
         self._seq = conn.execute("SELECT coalesce(max(seq), 0) FROM jobs").fetchone()[0]
 
     def _run(self) -> None:
-        """The writer thread: group the queued operations into transactions."""
+        """The writer thread: run the queued operations in transactions, commit in groups."""
         lock: int | None = None
         try:
             lock = None if self._readonly else _lock(self._path)
@@ -868,12 +914,16 @@ class SqliteJournal:
             return
         try:
             while True:
-                first = self._queue.get()
-                if first is None:
-                    return
-                group = [first]
-                stop = False
-                while len(group) < _MAX_GROUP:
+                try:
+                    first = self._queue.get(timeout=self._commit_wait())
+                except queue.Empty:  # lazy writes waited long enough for company
+                    self._run_group(conn, [])
+                    continue
+                group: list[_Op] = []
+                stop = first is None
+                if first is not None:
+                    group.append(first)
+                while not stop and self._txn_ops + len(group) < _MAX_GROUP:
                     try:
                         op = self._queue.get_nowait()
                     except queue.Empty:
@@ -882,14 +932,23 @@ class SqliteJournal:
                         stop = True
                         break
                     group.append(op)
+                self._stopping = stop
                 self._run_group(conn, group)
                 if stop or self._broken is not None:
                     return
         finally:
-            conn.close()
+            conn.close()  # rolls back a transaction left open by a failure
             if lock is not None:
                 os.close(lock)  # releases the lock
-            self._fail_all(JournalError(f"journal {self._path!r} is closed"))
+            error = self._broken or JournalError(f"journal {self._path!r} is closed")
+            self._fail_waiting(error)
+            self._fail_all(error)
+
+    def _commit_wait(self) -> float | None:
+        """How long the writer may wait for more work before it must commit (None: forever)."""
+        if not self._in_txn:
+            return None
+        return max(0.0, self._txn_started + _LAZY_COMMIT_DELAY - time.monotonic())
 
     def _run_group(self, conn: sqlite3.Connection, group: list[_Op]) -> None:
         try:
@@ -898,37 +957,92 @@ class SqliteJournal:
             error = JournalError(f"journal {self._path!r}: the writer thread failed: {exc!r}")
             error.__cause__ = exc
             self._broken = error
-            self._settle([future for _, future in group], [(False, error)] * len(group))
+            # every caller not yet answered gets the error (one already answered is skipped)
+            self._fail_waiting(error)
+            self._settle([op.future for op in group], [(False, error)] * len(group))
 
     def _commit_group(self, conn: sqlite3.Connection, group: list[_Op]) -> None:
-        outcomes: list[tuple[bool, Any]] = []
+        """Run ``group`` in the open transaction (begun if none) and commit when it must.
+
+        A lazy op (``durable=False``) is answered as soon as it ran; a durable one once the
+        transaction holding it is committed. The transaction is committed at once when it
+        holds a durable op (which also makes every lazy op before it durable: one
+        connection, ops in queue order), and otherwise left open for more lazy ops, at
+        most ``_LAZY_COMMIT_DELAY`` seconds or ``_MAX_GROUP`` ops; it is always committed
+        when the journal closes (``_stopping``).
+        """
+        answered: list[tuple[asyncio.Future[Any], tuple[bool, Any]]] = []
         try:
-            conn.execute("BEGIN" if self._readonly else "BEGIN IMMEDIATE")
-            for fn, _ in group:
+            if group and not self._in_txn:
+                conn.execute("BEGIN" if self._readonly else "BEGIN IMMEDIATE")
+                self._in_txn = True
+                self._txn_started = time.monotonic()
+            for op in group:
                 try:
-                    outcomes.append((True, fn(conn)))
+                    outcome: tuple[bool, Any] = (True, op.fn(conn))
                 except sqlite3.Error:
                     raise
                 except Exception as exc:  # handed to its caller: ops raise before writing
-                    outcomes.append((False, exc))
-            conn.execute("COMMIT")
+                    outcome = (False, exc)
+                self._txn_ops += 1
+                if op.durable:
+                    self._waiting.append((op.future, outcome))
+                else:
+                    answered.append((op.future, outcome))
+            if self._in_txn and (
+                self._stopping
+                or self._waiting
+                or self._txn_ops >= _MAX_GROUP
+                or time.monotonic() - self._txn_started >= _LAZY_COMMIT_DELAY
+            ):
+                conn.execute("COMMIT")
+                self._end_txn(ok=True)
+            else:
+                self._txn_lazy += len(answered)  # answered below, committed later
         except sqlite3.Error as exc:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
             error = _journal_error(self._path, exc)
-            outcomes = [(False, error)] * len(group)
+            if self._txn_lazy:
+                # lazy writes answered earlier were rolled back with it: what the callers
+                # were told is no longer in the file, so the journal refuses all further work
+                self._broken = error
+            self._waiting = []  # only this group's ops: each durable op ends its transaction
+            answered = [(op.future, (False, error)) for op in group]
+            self._end_txn(ok=False)
+        if answered:
+            with self._stats_lock:
+                self._pending_ops -= len(answered)
+            self._settle([f for f, _ in answered], [o for _, o in answered])
+
+    def _end_txn(self, *, ok: bool) -> None:
+        """Count the transaction that just ended and answer the durable ops it held."""
+        waiting, self._waiting = self._waiting, []
         with self._stats_lock:
-            self._commits += 1
-            self._largest_group = max(self._largest_group, len(group))
-            self._pending_ops -= len(group)
-        self._settle([future for _, future in group], outcomes)
+            if ok:
+                self._commits += 1
+                self._largest_group = max(self._largest_group, self._txn_ops)
+            self._pending_ops -= len(waiting)
+        self._in_txn = False
+        self._txn_ops = 0
+        self._txn_lazy = 0
+        if waiting:
+            self._settle([f for f, _ in waiting], [o for _, o in waiting])
+
+    def _fail_waiting(self, error: JournalError) -> None:
+        """Answer the durable ops of the open transaction with ``error`` (it is not committed)."""
+        waiting, self._waiting = self._waiting, []
+        if waiting:
+            with self._stats_lock:
+                self._pending_ops -= len(waiting)
+            self._settle([f for f, _ in waiting], [(False, error)] * len(waiting))
 
     def _settle(self, futures: list[asyncio.Future[Any]], outcomes: list[tuple[bool, Any]]) -> None:
         """Wake the callers of a group with one hop to the loop (one self-pipe write)."""
 
         def settle() -> None:
             for future, (ok, value) in zip(futures, outcomes, strict=True):
-                if future.cancelled():
+                if future.done():  # cancelled, or already answered before a failure
                     continue
                 if ok:
                     future.set_result(value)
@@ -946,9 +1060,10 @@ class SqliteJournal:
             except queue.Empty:
                 return
             if op is not None:
-                self._settle([op[1]], [(False, error)])
+                self._settle([op.future], [(False, error)])
 
-    async def _call(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
+    async def _call(self, fn: Callable[[sqlite3.Connection], _T], *, durable: bool = True) -> _T:
+        """Run ``fn`` in the writer thread; return once committed (or, lazy, once run)."""
         if self._broken is not None:
             raise self._broken
         if self._closed or self._loop is None:
@@ -956,7 +1071,7 @@ class SqliteJournal:
         future: asyncio.Future[_T] = self._loop.create_future()
         with self._stats_lock:
             self._pending_ops += 1
-        self._queue.put((fn, future))
+        self._queue.put(_Op(fn, future, durable))
         return await future
 
     # -- operations (run in the writer thread, inside a transaction) --
@@ -1018,9 +1133,21 @@ class SqliteJournal:
         return op
 
     async def add(
-        self, key: str, kind: str, fingerprint: str, record: Mapping[str, Any]
+        self,
+        key: str,
+        kind: str,
+        fingerprint: str,
+        record: Mapping[str, Any],
+        *,
+        durable: bool = True,
     ) -> JobRecord | None:
-        """Add a PENDING job; see ``JobStore.add``."""
+        """Add a PENDING job; see ``JobStore.add``.
+
+        With ``durable=False`` it returns as soon as the writer thread has run it (same-key
+        check answered, row inserted) and the commit comes with a later group: a sequential
+        feed does not pay one fsync per job. The row is on disk before any later durable
+        write returns (``mark_submitting`` of this job included).
+        """
         record = dict(record)
 
         def op(conn: sqlite3.Connection) -> JobRecord | None:
@@ -1029,7 +1156,7 @@ class SqliteJournal:
                 self._insert(conn, new)
             return existing
 
-        return await self._call(op)
+        return await self._call(op, durable=durable)
 
     async def mark_submitting(self, key: str, external_id: str) -> JobRecord:
         """See ``JobStore.mark_submitting``; durable when it returns."""

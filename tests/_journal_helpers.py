@@ -5,7 +5,10 @@
 - ``states``: job ``i`` is taken to the ``i % 8``-th entry of ``STOP_STATES``, then the
   process prints ``done`` and waits to be killed;
 - ``stream``: N jobs go through every state concurrently, one ``ack KEY STATE`` line is
-  printed after each write returns; the parent kills it at a random moment.
+  printed after each write returns; the parent kills it at a random moment;
+- ``lazy``: as ``stream``, but each job is added as the engine adds it
+  (``durable=False``: not acknowledged, it may be lost), and the first ack of a job is its
+  SUBMITTING: the moment the engine would send its create.
 """
 
 import asyncio
@@ -50,11 +53,19 @@ def ack(key: str, state: JobState) -> None:
     sys.stdout.flush()
 
 
-async def walk(journal: SqliteJournal, i: int, until: JobState, path: tuple[JobState, ...]) -> None:
-    """Take job ``i`` through ``path`` up to ``until``, acking each step."""
+async def walk(
+    journal: SqliteJournal,
+    i: int,
+    until: JobState,
+    path: tuple[JobState, ...],
+    *,
+    lazy: bool = False,
+) -> None:
+    """Take job ``i`` through ``path`` up to ``until``, acking each durable step."""
     key = f"job-{i}"
-    await journal.add(key, "video", fingerprint(record_for(i)), record_for(i))
-    ack(key, JobState.PENDING)
+    await journal.add(key, "video", fingerprint(record_for(i)), record_for(i), durable=not lazy)
+    if not lazy:
+        ack(key, JobState.PENDING)
     if until is JobState.PENDING:
         return
     for state in path[1:]:
@@ -99,7 +110,7 @@ async def main(path: str, n: int, mode: str) -> None:
         else:
             async with asyncio.TaskGroup() as tg:
                 for i in range(n):
-                    tg.create_task(walk(journal, i, JobState.DOWNLOADED, PATH))
+                    tg.create_task(walk(journal, i, JobState.DOWNLOADED, PATH, lazy=mode == "lazy"))
         await asyncio.sleep(3600)
 
 

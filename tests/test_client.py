@@ -7,10 +7,12 @@ from typing import Any
 
 import aiohttp
 import anyio
+import anyio.to_thread
 import pytest
 from aiohttp import web
 from aioresponses import aioresponses
 
+from kling_async import _client as client_module
 from kling_async._client import Client
 from kling_async._errors import (
     AuthenticationError,
@@ -144,6 +146,27 @@ async def test_local_files_are_read_at_send_time(tmp_path: pathlib.Path) -> None
     await client.create_task(request)
     body = json.loads(transport.requests[0].body or b"")
     assert body["image_list"][0]["image"].startswith("iVBORw0KGgo")
+
+
+@pytest.mark.parametrize(("padding", "in_thread"), [(0, False), (300 * 1024, True)])
+async def test_only_large_bodies_are_dumped_in_a_thread(
+    monkeypatch: pytest.MonkeyPatch, padding: int, in_thread: bool
+) -> None:
+    """Small inline images are dumped to JSON on the loop; a large body goes to a thread."""
+    dumped_in_thread: list[bool] = []
+    run_sync = anyio.to_thread.run_sync
+
+    async def spy(func: Any, *args: Any, **kwargs: Any) -> Any:
+        dumped_in_thread.append(func is client_module._dump)
+        return await run_sync(func, *args, **kwargs)
+
+    monkeypatch.setattr(anyio.to_thread, "run_sync", spy)
+    client, transport = _client(lambda r: json_response(200, ok(task_body())))
+    mask = Image.from_bytes(png_bytes(400, 400) + b"\0" * padding)
+    await client.create_task(MultiImageToVideo(images=[URL, URL], static_mask=mask))
+    assert any(dumped_in_thread) is in_thread
+    body = json.loads(transport.requests[0].body or b"")
+    assert body["static_mask"].startswith("iVBORw0KGgo")
 
 
 async def test_invalid_request_sends_nothing() -> None:

@@ -292,6 +292,98 @@ async def test_group_commit_many_concurrent_writes_are_all_durable(tmp_path: Pat
         assert stats.queued == 0
 
 
+async def test_lazy_adds_share_commits_and_a_durable_write_commits_them(tmp_path: Path) -> None:
+    """Adds with durable=False, one after another, take a few commits, not one each.
+
+    Each still answers the same-key check in order, and a later durable write returns only
+    once the lazy rows before it are on disk too (the guard of the create still holds).
+    """
+    path = tmp_path / "run.sqlite"
+    n = 500
+    async with SqliteJournal.open(path) as journal:
+        before = journal.statistics().commits
+        for i in range(n):
+            assert await journal.add(f"k{i}", "video", PRINT, RECORD, durable=False) is None
+        # the same-key rules are answered at once, in order with the adds before
+        existing = await journal.add("k7", "video", PRINT, RECORD, durable=False)
+        assert existing is not None
+        assert existing.state is JobState.PENDING
+        with pytest.raises(JournalConflict, match="k7"):
+            await journal.add("k7", "video", "0" * 64, RECORD, durable=False)
+        await journal.mark_submitting("k0", "e0")
+        # the durable write committed every lazy row queued before it
+        on_disk = await anyio.to_thread.run_sync(_states_on_disk, path)
+        assert len(on_disk) == n
+        assert on_disk["k0"] == "SUBMITTING"
+        assert on_disk[f"k{n - 1}"] == "PENDING"
+        stats = journal.statistics()
+        assert stats.commits - before < n / 10, stats
+        assert stats.largest_group > 10
+        assert stats.queued == 0
+
+        # concurrent lazy adds share commits as well
+        before = journal.statistics().commits
+        async with asyncio.TaskGroup() as tg:
+            for i in range(n):
+                tg.create_task(journal.add(f"c{i}", "video", PRINT, RECORD, durable=False))
+        await journal.flush()
+        assert journal.statistics().commits - before < n / 10
+        assert len(await anyio.to_thread.run_sync(_states_on_disk, path)) == 2 * n
+
+
+async def test_durable_adds_each_wait_for_a_commit(tmp_path: Path) -> None:
+    """The default add returns once committed: one after another, one commit each."""
+    path = tmp_path / "run.sqlite"
+    async with SqliteJournal.open(path) as journal:
+        before = journal.statistics().commits
+        for i in range(20):
+            await journal.add(f"k{i}", "video", PRINT, RECORD)
+            assert await anyio.to_thread.run_sync(_state_on_disk, path, f"k{i}") == "PENDING"
+        assert journal.statistics().commits - before == 20
+
+
+async def test_lazy_adds_are_committed_without_a_durable_write(tmp_path: Path) -> None:
+    """A lazy add left alone is committed after a short delay, and by the close."""
+    path = tmp_path / "run.sqlite"
+    async with SqliteJournal.open(path) as journal:
+        await journal.add("a", "video", PRINT, RECORD, durable=False)
+        for _ in range(500):  # committed within _LAZY_COMMIT_DELAY; 5 s for a slow machine
+            if await anyio.to_thread.run_sync(_state_on_disk, path, "a") is not None:
+                break
+            await anyio.sleep(0.01)
+        assert await anyio.to_thread.run_sync(_state_on_disk, path, "a") == "PENDING"
+        await journal.add("b", "video", PRINT, RECORD, durable=False)
+    assert await anyio.to_thread.run_sync(_state_on_disk, path, "b") == "PENDING"
+
+
+async def test_a_rolled_back_lazy_add_breaks_the_journal(tmp_path: Path) -> None:
+    """A lazy add answered, then lost in a rollback, stops the journal instead of lying."""
+    async with SqliteJournal.open(tmp_path / "run.sqlite") as journal:
+        await journal.add("a", "video", PRINT, RECORD, durable=False)
+
+        def fail(conn: sqlite3.Connection) -> None:
+            raise sqlite3.OperationalError("disk I/O error")
+
+        with pytest.raises(JournalError, match="disk I/O error"):
+            await journal._call(fail)
+        with pytest.raises(JournalError, match="disk I/O error"):
+            await journal.mark_submitting("a", "e")
+
+
+async def test_a_failed_durable_write_alone_does_not_break_the_journal(tmp_path: Path) -> None:
+    """A failed transaction without lazy rows answered only fails its own callers."""
+    async with SqliteJournal.open(tmp_path / "run.sqlite") as journal:
+        await journal.add("a", "video", PRINT, RECORD)
+
+        def fail(conn: sqlite3.Connection) -> None:
+            raise sqlite3.OperationalError("disk I/O error")
+
+        with pytest.raises(JournalError, match="disk I/O error"):
+            await journal._call(fail)
+        row = await journal.mark_submitting("a", "e")
+        assert row.state is JobState.SUBMITTING
+
+
 async def test_a_cancelled_writer_still_gets_its_write(tmp_path: Path) -> None:
     """Cancelling a caller waiting for its commit does not undo or corrupt the write."""
     async with SqliteJournal.open(tmp_path / "j.sqlite") as journal:
@@ -401,6 +493,13 @@ def _state_on_disk(path: Path, key: str) -> str | None:
         found = conn.execute("SELECT state FROM jobs WHERE key = ?", (key,)).fetchone()
     conn.close()
     return None if found is None else str(found[0])
+
+
+def _states_on_disk(path: Path) -> dict[str, str]:
+    with sqlite3.connect(path) as conn:
+        found = dict(conn.execute("SELECT key, state FROM jobs").fetchall())
+    conn.close()
+    return found
 
 
 def _path_to(state: JobState) -> tuple[JobState, ...]:

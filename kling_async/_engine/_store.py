@@ -12,7 +12,8 @@ class BatchStore(Protocol):
     """Told of each state change of a batch's jobs, *before* the step it guards.
 
     The journal implements this to make a batch resumable; each call returns once the
-    change is durable.
+    change is durable, except ``pending``, which may return before (the row guards
+    nothing paid for; the journal commits it by the job's ``submitting`` at the latest).
     """
 
     async def pending(self, key: str, kind: Kind, request: Request, external_id: str) -> object:
