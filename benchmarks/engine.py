@@ -1,9 +1,15 @@
 """The engine benchmark: ``python -m benchmarks.engine [--quick] [--loops asyncio,uvloop]``.
 
-Runs the engine (per-task polls, and list polling) and a naive baseline (one coroutine per
-job, a semaphore, fixed 5 s polling, retry on every error) against the simulator, which
-runs in a child process so the client's CPU time and memory are its own. Time is scaled:
-the simulator and the clients' poll and backoff policies use the same factor.
+Runs the engine (per-task polls, list polling, and -- realistic profile only -- per-task
+polls with webhook hints) and a naive baseline (one coroutine per job, a semaphore, fixed
+5 s polling, retry on every error) against the simulator, which runs in a child process so
+the client's CPU time and memory are its own. Time is scaled: the simulator and the
+clients' poll and backoff policies use the same factor.
+
+engine+webhook serves a receiver on 127.0.0.1 (in the client's process, so its CPU counts)
+and sends its URL with each create; the simulator POSTs every status change to it, signed,
+some duplicated and reordered (the setup of ``benchmarks.webhook``). Its req/job and detect
+against the engine row are the webhook on/off comparison, same run.
 
 Columns:
   req/job     API requests (creates + queries + lists, as counted by the simulator) per job
@@ -35,6 +41,8 @@ from kling_async._errors import KlingError
 from kling_async._models import Image, Kind, MultiImageToImage, MultiImageToVideo, Request, Task
 from kling_async._policy import Backoff, Limits, PollPolicy
 from kling_async.simulator import LogNormal, SimulatorConfig, serve
+
+from .webhook import CALLBACKS, WEBHOOK
 
 URLS = (Image.from_url("https://example.com/a.png"), Image.from_url("https://example.com/b.png"))
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -231,7 +239,13 @@ async def run_naive(
 CLIENTS: dict[str, Callable[[TimedClient, Profile, Probe, list[Finished]], Awaitable[None]]] = {
     "engine": run_engine,
     "engine+list": run_engine,
+    "engine+webhook": run_engine,
     "naive": run_naive,
+}
+# The clients each profile runs unless --clients says otherwise.
+PROFILE_CLIENTS = {
+    "realistic": "engine,engine+list,engine+webhook,naive",
+    "scale": "engine,engine+list,naive",
 }
 
 
@@ -246,6 +260,7 @@ async def measure(profile: Profile, client_name: str, loop_name: str) -> Result:
         video_slots=profile.slots,
         image_slots=profile.slots,
         start_time=0.0,
+        callbacks=CALLBACKS,  # delivered only to a client that sends a callback URL
         seed=1,
     )
     result = Result(profile.name, client_name, loop_name, jobs=profile.jobs)
@@ -273,6 +288,7 @@ async def measure(profile: Profile, client_name: str, loop_name: str) -> Result:
             limits=limits,
             poll=poll,
             backoff=Backoff().scaled(profile.scale),
+            webhook=WEBHOOK if client_name == "engine+webhook" else None,
         )
         client.created = []
         finished: list[Finished] = []
@@ -352,7 +368,7 @@ def _run(coro: Callable[[], Awaitable[Any]], loop_name: str) -> Any:
 def _row(r: Result) -> str:
     per_req = r.cpu / max(1, r.requests) * 1e6
     return (
-        f"| {r.profile:<9} | {r.client:<11} | {r.loop:<7} | {r.ok:>6}/{r.jobs:<6}"
+        f"| {r.profile:<9} | {r.client:<14} | {r.loop:<7} | {r.ok:>6}/{r.jobs:<6}"
         f"| {r.requests / r.jobs:7.2f} | {r.detect * 100:6.1f}% | {r.makespan / r.ideal:6.3f} "
         f"| {r.cpu / r.jobs * 1000:6.3f} | {per_req:6.1f} | {r.rss_per_pending:8.0f} "
         f"| {r.lag_p99 * 1000:6.2f} | {r.lag_max * 1000:6.2f} | {r.rejected:5d} |"
@@ -360,7 +376,7 @@ def _row(r: Result) -> str:
 
 
 HEADER = (
-    "| profile   | client      | loop    | ok/jobs      | req/job | detect  | mk/ideal "
+    "| profile   | client         | loop    | ok/jobs      | req/job | detect  | mk/ideal "
     "| cpu ms/job | us/req | B/pending | lag p99 | lag max | 1303 |\n"
     "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 )
@@ -371,7 +387,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.engine", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small sizes (about a minute)")
     parser.add_argument("--loops", default="asyncio,uvloop", help="comma-separated loops")
-    parser.add_argument("--clients", default="engine,engine+list,naive")
+    parser.add_argument(
+        "--clients",
+        default=None,
+        help="comma-separated clients for every profile (default: "
+        + "; ".join(f"{name}: {clients}" for name, clients in PROFILE_CLIENTS.items())
+        + ")",
+    )
     parser.add_argument("--profiles", default="realistic,scale")
     args = parser.parse_args(argv)
     if args.quick:
@@ -389,14 +411,14 @@ def main(argv: list[str] | None = None) -> int:
     for loop_name in loops:
         per_request = _run(lambda: bare_aiohttp(5000), loop_name)
         print(
-            f"| bare      | aiohttp GET | {loop_name:<7} | | | | "
+            f"| bare      | aiohttp GET    | {loop_name:<7} | | | | "
             f"| | {per_request * 1e6:6.1f} | | | | |",
             flush=True,
         )
     for profile_name in args.profiles.split(","):
         profile = profiles[profile_name]
         for loop_name in loops:
-            for client_name in args.clients.split(","):
+            for client_name in (args.clients or PROFILE_CLIENTS[profile_name]).split(","):
                 result = _run(lambda: measure(profile, client_name, loop_name), loop_name)  # noqa: B023
                 print(_row(result), flush=True)
     return 0

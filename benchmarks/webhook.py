@@ -37,6 +37,11 @@ from kling_async.simulator import CallbackConfig, LogNormal, SimulatorConfig, se
 
 URLS = (Image.from_url("https://example.com/a.png"), Image.from_url("https://example.com/b.png"))
 SECRET = "whsec_dGVzdHNlY3JldHRlc3RzZWNyZXR0ZXN0c2VjcmV0MTI="
+# The simulator's deliveries (signed; some duplicated, some reordered) and the client's
+# receiver (checks signatures; no rate cap, the benchmark is the only sender). Shared with
+# the engine table's ``engine+webhook`` row.
+CALLBACKS = CallbackConfig(secret=SECRET, duplicate_rate=0.1, reorder_rate=0.1)
+WEBHOOK = WebhookConfig(secret=SECRET, max_rate=1e6)
 
 
 @attrs.define
@@ -111,10 +116,10 @@ async def measure(mode: str, jobs: int, scale: float, slots: int | None) -> Row:
         image_slots=slots,
         failure_rate=0.05,
         start_time=0.0,
-        callbacks=CallbackConfig(secret=SECRET, duplicate_rate=0.1, reorder_rate=0.1),
+        callbacks=CALLBACKS,
         seed=1,
     )
-    webhook = WebhookConfig(secret=SECRET, max_rate=1e6) if mode == "webhooks on" else None
+    webhook = WEBHOOK if mode == "webhooks on" else None
     row = Row(mode, jobs=jobs)
     outcomes: list[Outcome] = []
     with simulator(config) as (url, key):

@@ -6,7 +6,6 @@ import json
 import logging
 import os
 import time
-from types import TracebackType
 from typing import Any, Final, Self
 
 import anyio.to_thread
@@ -18,6 +17,7 @@ from ._engine import Batch, BatchStore, Engine, EngineStatistics
 from ._errors import AuthenticationError, KlingError, TransportError
 from ._http import AiohttpTransport, HttpRequest, Transport, decode_response, logger
 from ._images import _OFFLOAD_BYTES, check_request
+from ._lifetime import AsyncClosing
 from ._models import (
     ImageOrigin,
     Kind,
@@ -53,7 +53,7 @@ class _State(enum.Enum):
     CLOSED = "closed"
 
 
-class Client:
+class Client(AsyncClosing):
     """An async client of Kling multi-image generation (CometAPI by default).
 
     Use it as ``async with Client() as kling:``. Each method below is exactly one HTTP
@@ -165,14 +165,6 @@ class Client:
             await self.aclose()
             raise
         return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     async def aclose(self) -> None:
         """Close the HTTP session and webhook receiver (if the client made them). Idempotent."""

@@ -15,7 +15,6 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from email.utils import parsedate_to_datetime
-from types import TracebackType
 from typing import Self
 
 import aiohttp
@@ -25,6 +24,7 @@ import yarl
 
 from ._errors import DownloadError, ResultExpired
 from ._journal import FileRecord
+from ._lifetime import AsyncClosing
 
 __all__ = [
     "ALLOWED_SUFFIXES",
@@ -164,7 +164,7 @@ class _Retry(Exception):  # noqa: N818 -- internal signal, never escapes
         self.after = after
 
 
-class Downloader:
+class Downloader(AsyncClosing):
     """Downloads result files into one folder with its own bounded concurrency.
 
     Use it as ``async with Downloader(out_dir) as downloader:``; pass ``session`` to share
@@ -224,14 +224,6 @@ class Downloader:
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=self._timeout)
         return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     async def aclose(self) -> None:
         """Close the session if this downloader made it."""

@@ -14,7 +14,6 @@ import math
 import re
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from types import TracebackType
 from typing import Any, Final, Protocol, Self
 
 import aiohttp
@@ -40,6 +39,7 @@ from ._errors import (
     ServerError,
     TransportError,
 )
+from ._lifetime import AsyncClosing
 from ._policy import DEFAULT_TIMEOUTS, Timeouts
 
 __all__ = [
@@ -134,7 +134,7 @@ class MockTransport:
         return result
 
 
-class AiohttpTransport:
+class AiohttpTransport(AsyncClosing):
     """The real transport: one pooled aiohttp session, created in ``__aenter__``.
 
     Redirects are not followed (a 3xx comes back as an answer and becomes a typed
@@ -177,14 +177,6 @@ class AiohttpTransport:
             raise_for_status=False,
         )
         return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     async def aclose(self) -> None:
         """Close the session and its connections (shielded from cancellation)."""

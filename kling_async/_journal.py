@@ -37,6 +37,7 @@ import anyio
 import attrs
 
 from ._errors import KlingError, Scope
+from ._lifetime import AsyncClosing
 
 try:
     import fcntl
@@ -495,7 +496,7 @@ class _Rows:
         return attrs.evolve(row, error=error, updated_at=time.time())
 
 
-class MemoryStore:
+class MemoryStore(AsyncClosing):
     """A ``JobStore`` in memory: the same rules as the journal, nothing survives the process.
 
     Args:
@@ -532,9 +533,6 @@ class MemoryStore:
 
     async def __aenter__(self) -> "MemoryStore":
         return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
 
     def _put(self, row: JobRecord, old: JobRecord | None) -> JobRecord:
         if old is not None:

@@ -47,6 +47,7 @@ from aiohttp import web
 from aiolimiter import AsyncLimiter
 
 from ._errors import KlingError, MalformedResponse
+from ._lifetime import AsyncClosing
 from ._models import TaskStatus
 from ._wire import parse_task
 
@@ -518,7 +519,7 @@ class WebhookSubscription:
         return "new"
 
 
-class WebhookReceiver:
+class WebhookReceiver(AsyncClosing):
     """Receives status-change callbacks and turns them into hints for subscribers.
 
     Serve it on its own for the lifetime of a client::
@@ -649,9 +650,6 @@ class WebhookReceiver:
         self._url = f"http://{_url_host(host)}:{port}{self._config.route_path}"
         logger.info("webhook receiver listening on %s", self._url)
         return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
 
     async def aclose(self) -> None:
         """Stop serving (when serving) and drop every subscription; idempotent."""

@@ -4,13 +4,14 @@ import asyncio
 import collections
 from collections.abc import Iterator
 
+import anyio
 import pytest
 from blockbuster import BlockBuster, blockbuster_ctx
 
 from kling_async._client import Client
 from kling_async._engine import JobStatus, Outcome
 from kling_async._errors import TaskFailed
-from kling_async._models import Image, MultiImageToImage, MultiImageToVideo, Request
+from kling_async._models import Image, Kind, MultiImageToImage, MultiImageToVideo, Request
 from kling_async._policy import Backoff, Limits, PollPolicy, Timeouts
 from kling_async.simulator import (
     Fault,
@@ -76,6 +77,38 @@ def every_transient_fault(rate: float) -> tuple[Fault, ...]:
     return tuple(Fault(kind=kind, rate=rate / len(kinds), delay=0.5) for kind in kinds)
 
 
+async def test_the_account_limit_teaches_the_client_its_slots() -> None:
+    """Over the account's limit the server answers 1303; the client lowers its slots and waits."""
+    config = SimulatorConfig(
+        manual_clock=True,
+        durations={"video": LogNormal(median=60, sigma=0.01), "image": LogNormal(median=15)},
+        video_slots=3,
+        image_slots=3,
+        seed=5,
+    )
+    limits = Limits(requests_per_second=None, video_slots=8, max_video_slots=8)
+    async with Simulator(config) as sim, scaled_client(sim, limits=limits) as client:
+        async with client.batch(batch_id="t1303") as batch:
+            for i in range(8):
+                await batch.submit(MultiImageToVideo(images=URLS), key=f"v{i}")
+            outcomes: list[Outcome] = []
+            iterator = aiter(batch)
+            for _ in range(400):  # bounded: each round moves the server's clock past one run
+                if len(outcomes) == 8:
+                    break
+                sim.advance(70)
+                with anyio.move_on_after(0.05):
+                    outcomes.append(await anext(iterator))
+        stats = sim.statistics()
+        engine = client.engine_statistics()
+    assert sorted(o.key for o in outcomes) == [f"v{i}" for i in range(8)]
+    assert all(o.status is JobStatus.SUCCEEDED for o in outcomes)
+    assert stats.rejected_concurrency >= 1
+    assert stats.peak_concurrency["video"] <= 3
+    assert stats.max_creates_per_external_id == 1
+    assert engine.slots[Kind.VIDEO].decreases >= 1
+
+
 @pytest.mark.slow
 async def test_a_thousand_jobs_through_every_fault_end_exactly_once() -> None:
     """1,000 jobs, 10% faults, 429 bursts, 1303 at the limit: each ends once, none paid twice."""
@@ -111,8 +144,8 @@ async def test_a_thousand_jobs_through_every_fault_end_exactly_once() -> None:
     assert stats.max_creates_per_external_id == 1
     assert stats.peak_concurrency["video"] <= 10
     assert stats.peak_concurrency["image"] <= 10
-    assert stats.rejected_concurrency >= 1
-    assert sum(limiter.decreases for limiter in engine.slots.values()) >= 1
+    # Whether 1303 comes up here depends on how fast this machine runs the creates; the
+    # deterministic 1303 test is test_the_account_limit_teaches_the_client_its_slots.
     assert engine.lane.retries > 0
     statuses = collections.Counter(o.status for o in outcomes)
     assert statuses[JobStatus.SUCCEEDED] >= 990, statuses

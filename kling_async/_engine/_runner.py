@@ -5,7 +5,6 @@ import logging
 import random
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
-from types import TracebackType
 from typing import Self
 
 import anyio
@@ -13,6 +12,7 @@ import attrs
 
 from .._clock import Clock, SystemClock
 from .._errors import BatchStopped, KlingError
+from .._lifetime import AsyncClosing
 from .._models import Kind, Request, Task, TaskStatus
 from .._policy import DEFAULT_BACKOFF, DEFAULT_LIMITS, DEFAULT_POLL, Backoff, Limits, PollPolicy
 from ._batch import Batch
@@ -81,7 +81,7 @@ class _Single:
         pass
 
 
-class Engine:
+class Engine(AsyncClosing):
     """Runs jobs for one client: the submission lane and the poll scheduler.
 
     An async context manager: entering starts the scheduler service in a task group;
@@ -196,14 +196,6 @@ class Engine:
     async def __aenter__(self) -> Self:
         await self.start()
         return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     def check_open(self) -> None:
         """Raise RuntimeError unless the engine runs."""

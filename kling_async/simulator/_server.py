@@ -12,13 +12,13 @@ import math
 import random
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from types import TracebackType
 from typing import Any, Self
 
 import anyio.to_thread
 import attrs
 from aiohttp import web
 
+from .._lifetime import AsyncClosing
 from ._callbacks import CallbackDispatcher
 from ._clock import SimClock
 from ._config import AccountState, Fault, FaultKind, RateLimitStyle, SimulatorConfig
@@ -101,7 +101,7 @@ class _Bucket:
     stamp: float
 
 
-class Simulator:
+class Simulator(AsyncClosing):
     """A local CometAPI/Kling server on 127.0.0.1, for tests, benchmarks and demos.
 
     Use as ``async with Simulator(SimulatorConfig(...)) as sim:`` and point a client at
@@ -153,14 +153,6 @@ class Simulator:
     async def __aenter__(self) -> Self:
         await self.start()
         return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     async def start(self) -> None:
         """Bind the server and start the callback scheduler."""
