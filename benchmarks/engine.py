@@ -24,27 +24,23 @@ Columns:
 import argparse
 import asyncio
 import contextlib
-import multiprocessing
-import multiprocessing.connection
 import os
 import statistics
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
 import attrs
 
-from kling_async._client import Client
 from kling_async._errors import KlingError
-from kling_async._models import Image, Kind, MultiImageToImage, MultiImageToVideo, Request, Task
+from kling_async._models import Kind, Request, Task
 from kling_async._policy import Backoff, Limits, PollPolicy
-from kling_async.simulator import LogNormal, SimulatorConfig, serve
+from kling_async.simulator import LogNormal, SimulatorConfig
 
-from .webhook import CALLBACKS, WEBHOOK
+from ._common import CALLBACKS, URLS, WEBHOOK, TimedClient, sim_stats, simulator, workload
 
-URLS = (Image.from_url("https://example.com/a.png"), Image.from_url("https://example.com/b.png"))
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
@@ -78,40 +74,6 @@ class Result:
     lag_p99: float = 0.0
     lag_max: float = 0.0
     rejected: int = 0
-
-
-# -- the simulator in a child process ----------------------------------------------------------
-
-
-def _serve(config: SimulatorConfig, conn: multiprocessing.connection.Connection) -> None:
-    with contextlib.suppress(ImportError):
-        import uvloop  # noqa: PLC0415 - an optional extra
-
-        uvloop.install()
-    asyncio.run(serve(config, started=lambda sim: conn.send((sim.url, sim.api_key))))
-
-
-@contextlib.contextmanager
-def simulator(config: SimulatorConfig) -> Iterator[tuple[str, str]]:
-    """Run the simulator in a child process; yield its URL and key."""
-    ctx = multiprocessing.get_context("spawn")
-    parent, child = ctx.Pipe()
-    process = ctx.Process(target=_serve, args=(config, child), daemon=True)
-    process.start()
-    try:
-        if not parent.poll(30):
-            raise RuntimeError("the simulator did not start")
-        yield parent.recv()
-    finally:
-        process.terminate()
-        process.join(10)
-
-
-async def sim_stats(url: str) -> dict[str, Any]:
-    """The simulator's counters."""
-    async with aiohttp.ClientSession() as session, session.get(f"{url}/_sim/statistics") as resp:
-        data: dict[str, Any] = await resp.json()
-        return data
 
 
 # -- measuring ---------------------------------------------------------------------------------
@@ -152,19 +114,6 @@ class Probe:
         self.pending_peak = max(self.pending_peak, self.pending)
 
 
-class TimedClient(Client):
-    """A client that notes when each create's answer arrived (to place server times)."""
-
-    created: list[tuple[float, int]]
-
-    async def create_task(self, request: Request, **kw: Any) -> Task:
-        """Create, and remember (receive wall time, server created_at)."""
-        task = await super().create_task(request, **kw)
-        if task.created_at is not None:
-            self.created.append((time.time(), task.created_at))
-        return task
-
-
 def _ideal(durations: dict[Kind, list[float]], slots: int | None) -> float:
     worst = 0.0
     for runs in durations.values():
@@ -181,14 +130,6 @@ def _ideal(durations: dict[Kind, list[float]], slots: int | None) -> float:
     return worst
 
 
-def _jobs(count: int) -> Iterator[tuple[str, Request]]:
-    for i in range(count):
-        if i % 2:
-            yield f"v{i}", MultiImageToVideo(images=URLS, prompt=f"job {i}")
-        else:
-            yield f"i{i}", MultiImageToImage(images=URLS, n=1)
-
-
 # -- the clients -------------------------------------------------------------------------------
 
 Finished = tuple[Kind, Task | None, float]  # kind, final task, wall time the client knew
@@ -199,7 +140,7 @@ async def run_engine(
 ) -> None:
     """All jobs through one batch."""
     async with client.batch(max_pending=profile.jobs) as batch:
-        for key, request in _jobs(profile.jobs):
+        for key, request in workload(profile.jobs):
             await batch.submit(request, key=key)
             probe.add(1)
         async for outcome in batch:
@@ -231,7 +172,7 @@ async def run_naive(
         probe.add(-1)
 
     async with asyncio.TaskGroup() as tg:
-        for key, request in _jobs(profile.jobs):
+        for key, request in workload(profile.jobs):
             probe.add(1)
             tg.create_task(one(key, request))
 
@@ -280,7 +221,7 @@ async def measure(profile: Profile, client_name: str, loop_name: str) -> Result:
         use_list=client_name == "engine+list",
         list_interval=1.0,
     ).scaled(profile.scale)
-    with simulator(config) as (url, key):
+    with simulator(config, uvloop=True) as (url, key):
         probe = Probe()
         client = TimedClient(
             api_key=key,
@@ -334,7 +275,7 @@ async def measure(profile: Profile, client_name: str, loop_name: str) -> Result:
 async def bare_aiohttp(requests: int) -> float:
     """CPU seconds per GET of a bare aiohttp loop (64 at a time) against the simulator."""
     config = SimulatorConfig(seed=1)
-    with simulator(config) as (url, key):
+    with simulator(config, uvloop=True) as (url, key):
         headers = {"Authorization": f"Bearer {key}"}
         async with aiohttp.ClientSession(headers=headers) as session:
             async with session.post(

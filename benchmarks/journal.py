@@ -26,9 +26,11 @@ from kling_async._journal import (
     fingerprint,
 )
 from kling_async._journal_bridge import JournalBatchStore
-from kling_async._models import Image, MultiImageToImage, MultiImageToVideo, Request
+from kling_async._models import MultiImageToImage, MultiImageToVideo, Request
 from kling_async._policy import Backoff, Limits, PollPolicy, Timeouts
 from kling_async.simulator import Fixed, Simulator, SimulatorConfig
+
+from ._common import URLS
 
 STATES_PER_JOB = 5
 
@@ -112,8 +114,7 @@ async def main(jobs: int, concurrency: int) -> None:
         f"{'store':<14} {'jobs':>6} {'in flight':>9} {'wall s':>8} {'wall/job':>10} "
         f"{'cpu/job':>10} {'+wall/job':>10} {'+cpu/job':>10} {'commits':>8} {'writes/commit':>13}"
     )
-    print(header)
-    print("-" * len(header))
+    _print_header(header)
     base: dict[int, tuple[float, float]] = {}
     for n, (name, level, wall, cpu, commits) in rows:
         per_wall, per_cpu = wall / n, cpu / n
@@ -131,15 +132,11 @@ async def main(jobs: int, concurrency: int) -> None:
 async def batch_table(jobs: int) -> None:
     """Print the whole-batch comparison."""
     scale = 0.0005
-    urls = (
-        Image.from_url("https://example.com/a.png"),
-        Image.from_url("https://example.com/b.png"),
-    )
 
     def request(i: int) -> Request:
         if i % 2:
-            return MultiImageToVideo(images=urls, prompt=f"job {i}")
-        return MultiImageToImage(images=urls, n=1 + i % 3)
+            return MultiImageToVideo(images=URLS, prompt=f"job {i}")
+        return MultiImageToImage(images=URLS, n=1 + i % 3)
 
     async def one(kind: str, folder: str) -> tuple[float, float]:
         config = SimulatorConfig(
@@ -191,8 +188,7 @@ async def batch_table(jobs: int) -> None:
         f"{'store':<18} {'wall s':>8} {'cpu s':>8} {'cpu/job':>10} "
         f"{'+cpu/job':>10} {'+wall/job':>10}"
     )
-    print(header)
-    print("-" * len(header))
+    _print_header(header)
     with tempfile.TemporaryDirectory() as folder:
         base: tuple[float, float] | None = None
         for kind in ("none", "memory", "sqlite FULL", "sqlite NORMAL"):
@@ -207,6 +203,11 @@ async def batch_table(jobs: int) -> None:
 
 def _us(seconds: float) -> str:
     return f"{seconds * 1e6:.0f} us"
+
+
+def _print_header(header: str) -> None:
+    print(header)
+    print("-" * len(header))
 
 
 def _memory() -> AbstractAsyncContextManager[JobStore]:

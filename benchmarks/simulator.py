@@ -23,6 +23,8 @@ from PIL import Image
 
 from kling_async.simulator import DEFAULT_API_KEY, Fixed, Simulator, SimulatorConfig
 
+from ._common import sim_stats
+
 VIDEO = "/kling/v1/videos/multi-image2video"
 
 
@@ -114,11 +116,7 @@ async def _run(args: argparse.Namespace) -> None:
             cpu_after = _cpu_seconds(process.pid)
             if cpu_before is not None and cpu_after is not None:
                 server_cpu = cpu_after - cpu_before
-            async with (
-                aiohttp.ClientSession() as session,
-                session.get(url + "/_sim/statistics") as response,
-            ):
-                tasks = (await response.json())["tasks_created"]
+            tasks = (await sim_stats(url))["tasks_created"]
         finally:
             process.terminate()
             await process.wait()

@@ -17,31 +17,15 @@ Columns:
 
 import argparse
 import asyncio
-import contextlib
-import multiprocessing
-import multiprocessing.connection
 import statistics
-import time
-from collections.abc import Iterator
-from typing import Any
 
-import aiohttp
 import attrs
 
-from kling_async._client import Client
 from kling_async._engine import Outcome
-from kling_async._models import Image, MultiImageToImage, MultiImageToVideo, Request, Task
 from kling_async._policy import Limits, PollPolicy
-from kling_async._webhook import WebhookConfig
-from kling_async.simulator import CallbackConfig, LogNormal, SimulatorConfig, serve
+from kling_async.simulator import LogNormal, SimulatorConfig
 
-URLS = (Image.from_url("https://example.com/a.png"), Image.from_url("https://example.com/b.png"))
-SECRET = "whsec_dGVzdHNlY3JldHRlc3RzZWNyZXR0ZXN0c2VjcmV0MTI="
-# The simulator's deliveries (signed; some duplicated, some reordered) and the client's
-# receiver (checks signatures; no rate cap, the benchmark is the only sender). Shared with
-# the engine table's ``engine+webhook`` row.
-CALLBACKS = CallbackConfig(secret=SECRET, duplicate_rate=0.1, reorder_rate=0.1)
-WEBHOOK = WebhookConfig(secret=SECRET, max_rate=1e6)
+from ._common import CALLBACKS, WEBHOOK, TimedClient, sim_stats, simulator, workload
 
 
 @attrs.define
@@ -54,54 +38,6 @@ class Row:
     queries: int = 0
     detect: list[float] = attrs.Factory(list)
     hooks: str = "-"
-
-
-def _serve(config: SimulatorConfig, conn: multiprocessing.connection.Connection) -> None:
-    asyncio.run(serve(config, started=lambda sim: conn.send((sim.url, sim.api_key))))
-
-
-@contextlib.contextmanager
-def simulator(config: SimulatorConfig) -> Iterator[tuple[str, str]]:
-    """Run the simulator in a child process; yield its URL and key."""
-    ctx = multiprocessing.get_context("spawn")
-    parent, child = ctx.Pipe()
-    process = ctx.Process(target=_serve, args=(config, child), daemon=True)
-    process.start()
-    try:
-        if not parent.poll(30):
-            raise RuntimeError("the simulator did not start")
-        yield parent.recv()
-    finally:
-        process.terminate()
-        process.join(10)
-
-
-async def sim_stats(url: str) -> dict[str, Any]:
-    """The simulator's counters (its admin endpoint)."""
-    async with aiohttp.ClientSession() as session, session.get(f"{url}/_sim/statistics") as resp:
-        data: dict[str, Any] = await resp.json()
-        return data
-
-
-class TimedClient(Client):
-    """A client that notes when each create's answer arrived (to place server times)."""
-
-    created: list[tuple[float, int]]
-
-    async def create_task(self, request: Request, **kw: Any) -> Task:
-        """Create, and remember (receive wall time, server created_at)."""
-        task = await super().create_task(request, **kw)
-        if task.created_at is not None:
-            self.created.append((time.time(), task.created_at))
-        return task
-
-
-def _jobs(count: int) -> Iterator[tuple[str, Request]]:
-    for i in range(count):
-        if i % 2:
-            yield f"v{i}", MultiImageToVideo(images=URLS, prompt=f"job {i}")
-        else:
-            yield f"i{i}", MultiImageToImage(images=URLS, n=1)
 
 
 async def measure(mode: str, jobs: int, scale: float, slots: int | None) -> Row:
@@ -122,7 +58,7 @@ async def measure(mode: str, jobs: int, scale: float, slots: int | None) -> Row:
     webhook = WEBHOOK if mode == "webhooks on" else None
     row = Row(mode, jobs=jobs)
     outcomes: list[Outcome] = []
-    with simulator(config) as (url, key):
+    with simulator(config, uvloop=False) as (url, key):
         client = TimedClient(
             api_key=key,
             base_url=url,
@@ -139,7 +75,7 @@ async def measure(mode: str, jobs: int, scale: float, slots: int | None) -> Row:
         )
         client.created = []
         async with client, client.batch(batch_id=mode.replace(" ", "-")) as batch:
-            await batch.feed(_jobs(jobs))
+            await batch.feed(workload(jobs))
             outcomes = [o async for o in batch]
             if client.webhook is not None:
                 h = client.webhook.statistics()

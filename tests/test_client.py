@@ -34,13 +34,13 @@ from kling_async._models import (
     TaskStatus,
 )
 from kling_async._policy import DEFAULT_TIMEOUTS, Timeouts
-from kling_async._profiles import CometAPI, Kling
+from kling_async._profiles import COMETAPI_BASE_URL, CometAPI, Kling
 from tests._core_helpers import CANARY_KEY, json_response, ok, png_bytes, task_body
 
 URL = Image.from_url("https://example.invalid/a.png")
 VIDEO = MultiImageToVideo(images=[URL, URL], prompt="walk")
 IMAGE = MultiImageToImage(images=[URL, URL], scene_image=URL, n=2)
-BASE = "https://api.cometapi.com"
+BASE = COMETAPI_BASE_URL  # the default profile; every request goes to a MockTransport
 
 
 def _client(handler: Any, **kwargs: Any) -> tuple[Client, MockTransport]:
