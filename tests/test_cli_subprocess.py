@@ -137,22 +137,24 @@ async def _run_cli(*args: str, cwd: pathlib.Path, env: dict[str, str]) -> tuple[
     return process.returncode, out.decode(), err.decode()
 
 
+async def _run_sample_against(
+    sim: Simulator, workdir: pathlib.Path, env: dict[str, str]
+) -> tuple[int, str, str]:
+    """Run the sample jobs against a stand-alone simulator scaled to x0.002."""
+    return await _run_cli(
+        "run",
+        "examples/jobs.jsonl",
+        *("--out", "out", "--base-url", sim.url, "--time-scale", "0.002"),
+        cwd=workdir,
+        env=env,
+    )
+
+
 async def test_key_and_base_url_reach_a_stand_alone_simulator(workdir: pathlib.Path) -> None:
     """With a key and --base-url, the run goes there; every job is created exactly once."""
     config = SimulatorConfig(api_keys=(KEY,), time_scale=0.002)
     async with Simulator(config) as sim:
-        code, out, err = await _run_cli(
-            "run",
-            "examples/jobs.jsonl",
-            "--out",
-            "out",
-            "--base-url",
-            sim.url,
-            "--time-scale",
-            "0.002",
-            cwd=workdir,
-            env=_env(COMETAPI_KEY=KEY),
-        )
+        code, out, err = await _run_sample_against(sim, workdir, _env(COMETAPI_KEY=KEY))
         stats = sim.statistics()
     assert code == 0, out + err
     assert f"Sending to {sim.url} (profile cometapi)." in out
@@ -169,18 +171,7 @@ async def test_stopped_batch_exits_3_then_resumes(workdir: pathlib.Path) -> None
     config = SimulatorConfig(api_keys=(KEY,), time_scale=0.002, account_state=AccountState.ARREARS)
     env = _env(COMETAPI_KEY=KEY)
     async with Simulator(config) as sim:
-        code, out, err = await _run_cli(
-            "run",
-            "examples/jobs.jsonl",
-            "--out",
-            "out",
-            "--base-url",
-            sim.url,
-            "--time-scale",
-            "0.002",
-            cwd=workdir,
-            env=env,
-        )
+        code, out, err = await _run_sample_against(sim, workdir, env)
         assert code == 3, out + err
         assert "stopped" in out
         assert "kling-async resume out/journal.sqlite" in out
