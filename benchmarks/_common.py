@@ -11,8 +11,8 @@ from typing import Any
 import aiohttp
 
 from kling_async._client import Client
-from kling_async._models import Image, MultiImageToImage, MultiImageToVideo, Request, Task
-from kling_async._webhook import WebhookConfig
+from kling_async._core.models import Image, MultiImageToImage, MultiImageToVideo, Request, Task
+from kling_async._webhooks.config import WebhookConfig
 from kling_async.simulator import CallbackConfig, SimulatorConfig, serve
 
 URLS = (Image.from_url("https://example.com/a.png"), Image.from_url("https://example.com/b.png"))

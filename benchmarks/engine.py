@@ -34,9 +34,9 @@ from typing import Any
 import aiohttp
 import attrs
 
-from kling_async._errors import KlingError
-from kling_async._models import Kind, Request, Task
-from kling_async._policy import Backoff, Limits, PollPolicy
+from kling_async._core.config import Backoff, Limits, PollPolicy
+from kling_async._core.errors import KlingError
+from kling_async._core.models import Kind, Request, Task
 from kling_async.simulator import LogNormal, SimulatorConfig
 
 from ._common import CALLBACKS, URLS, WEBHOOK, TimedClient, sim_stats, simulator, workload

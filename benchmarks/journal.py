@@ -17,17 +17,12 @@ from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
 from kling_async._client import Client
-from kling_async._journal import (
-    FileRecord,
-    JobState,
-    JobStore,
-    MemoryStore,
-    SqliteJournal,
-    fingerprint,
-)
-from kling_async._journal_bridge import JournalBatchStore
-from kling_async._models import MultiImageToImage, MultiImageToVideo, Request
-from kling_async._policy import Backoff, Limits, PollPolicy, Timeouts
+from kling_async._core.config import Backoff, Limits, PollPolicy, Timeouts
+from kling_async._core.models import MultiImageToImage, MultiImageToVideo, Request
+from kling_async._durable.bridge import JournalBatchStore
+from kling_async._durable.records import FileRecord, JobState, fingerprint
+from kling_async._durable.sqlite import SqliteJournal
+from kling_async._durable.store import JobStore, MemoryStore
 from kling_async.simulator import Fixed, Simulator, SimulatorConfig
 
 from ._common import URLS

@@ -21,8 +21,8 @@ import statistics
 
 import attrs
 
+from kling_async._core.config import Limits, PollPolicy
 from kling_async._engine import Outcome
-from kling_async._policy import Limits, PollPolicy
 from kling_async.simulator import LogNormal, SimulatorConfig
 
 from ._common import CALLBACKS, WEBHOOK, TimedClient, sim_stats, simulator, workload

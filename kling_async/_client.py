@@ -11,22 +11,12 @@ from typing import Any, Final, Self
 import anyio.to_thread
 import attrs
 
-from . import _journaled
-from ._clock import Clock
-from ._engine import Batch, BatchStore, Engine, EngineStatistics
-from ._errors import AuthenticationError, KlingError, TransportError
-from ._http import AiohttpTransport, HttpRequest, Transport, decode_response, logger
-from ._images import _OFFLOAD_BYTES, check_request
-from ._lifetime import AsyncClosing
-from ._models import (
-    ImageOrigin,
-    Kind,
-    MultiImageToImage,
-    MultiImageToVideo,
-    Request,
-    Task,
-)
-from ._policy import (
+from ._api.images import _OFFLOAD_BYTES, check_request
+from ._api.profiles import CometAPI, Kling, Profile
+from ._api.transport import AiohttpTransport, HttpRequest, Transport, decode_response, logger
+from ._api.wire import parse_task, parse_task_list, request_to_wire
+from ._core.clock import Clock
+from ._core.config import (
     DEFAULT_BACKOFF,
     DEFAULT_LIMITS,
     DEFAULT_POLL,
@@ -36,9 +26,20 @@ from ._policy import (
     PollPolicy,
     Timeouts,
 )
-from ._profiles import CometAPI, Kling, Profile
-from ._webhook import WebhookConfig, WebhookReceiver, WebhookSubscription
-from ._wire import parse_task, parse_task_list, request_to_wire
+from ._core.errors import AuthenticationError, KlingError, TransportError
+from ._core.lifetime import AsyncClosing
+from ._core.models import (
+    ImageOrigin,
+    Kind,
+    MultiImageToImage,
+    MultiImageToVideo,
+    Request,
+    Task,
+)
+from ._durable import journaled as _journaled
+from ._engine import Batch, BatchStore, Engine, EngineStatistics
+from ._webhooks.config import WebhookConfig
+from ._webhooks.receiver import WebhookReceiver, WebhookSubscription
 
 __all__ = ["Client"]
 

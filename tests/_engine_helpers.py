@@ -7,14 +7,14 @@ from collections.abc import Callable, Iterator
 import anyio.lowlevel
 import attrs
 
-from kling_async._clock import VirtualClock
-from kling_async._errors import (
+from kling_async._core.clock import VirtualClock
+from kling_async._core.errors import (
     ConcurrencyLimited,
     DuplicateExternalId,
     KlingError,
     NotFound,
 )
-from kling_async._models import (
+from kling_async._core.models import (
     GeneratedImage,
     Image,
     Kind,

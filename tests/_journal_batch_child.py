@@ -8,10 +8,10 @@ import asyncio
 import sys
 
 from kling_async._client import Client
-from kling_async._journal import SqliteJournal
-from kling_async._journal_bridge import JournalBatchStore
-from kling_async._models import Image, MultiImageToImage, MultiImageToVideo, Request
-from kling_async._policy import Backoff, Limits, PollPolicy, Timeouts
+from kling_async._core.config import Backoff, Limits, PollPolicy, Timeouts
+from kling_async._core.models import Image, MultiImageToImage, MultiImageToVideo, Request
+from kling_async._durable.bridge import JournalBatchStore
+from kling_async._durable.sqlite import SqliteJournal
 
 SCALE = 0.002
 URLS = (Image.from_url("https://example.com/a.png"), Image.from_url("https://example.com/b.png"))

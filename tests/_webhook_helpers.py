@@ -6,7 +6,7 @@ from collections.abc import Callable
 import anyio
 import attrs
 
-from kling_async._models import TaskStatus
+from kling_async._core.models import TaskStatus
 
 # The Standard Webhooks test vector of shared/fixtures/api-examples/README.md.
 VECTOR_SECRET = "whsec_dGVzdHNlY3JldHRlc3RzZWNyZXR0ZXN0c2VjcmV0MTI="

@@ -15,11 +15,11 @@ import anyio.to_thread
 import pytest
 from rich.console import Console
 
-import kling_async._cli as cli_mod
-import kling_async._cli_run as run_mod
-from kling_async._cli import main
-from kling_async._cli_progress import Display
-from kling_async._cli_run import (
+import kling_async._cli.app as cli_mod
+import kling_async._cli.commands as run_mod
+from kling_async._api.profiles import CometAPI, Kling
+from kling_async._cli.app import main
+from kling_async._cli.commands import (
     EXIT_FAILED,
     EXIT_OK,
     EXIT_USAGE,
@@ -28,8 +28,8 @@ from kling_async._cli_run import (
     resolve_target,
     settings_path,
 )
-from kling_async._errors import AccountError, ServerError
-from kling_async._profiles import CometAPI, Kling
+from kling_async._cli.progress import Display
+from kling_async._core.errors import AccountError, ServerError
 from kling_async.simulator import AccountState, Simulator, SimulatorConfig
 
 EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "examples"

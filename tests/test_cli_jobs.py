@@ -7,8 +7,8 @@ import pathlib
 import pytest
 from PIL import Image as PILImage
 
-import kling_async._cli_jobs as jobs_mod
-from kling_async._cli_jobs import (
+import kling_async._cli.jobs as jobs_mod
+from kling_async._cli.jobs import (
     ImageRef,
     ImageSource,
     JobProblem,
@@ -17,7 +17,7 @@ from kling_async._cli_jobs import (
     load_jobs,
     read_job_file,
 )
-from kling_async._models import (
+from kling_async._core.models import (
     Duration,
     ImageAspectRatio,
     ImageOrigin,

@@ -9,8 +9,8 @@ import attrs
 import pytest
 from rich.console import Console
 
-from kling_async._cli_jobs import JobProblem
-from kling_async._cli_progress import (
+from kling_async._cli.jobs import JobProblem
+from kling_async._cli.progress import (
     Display,
     JobRecord,
     JsonDisplay,
@@ -23,7 +23,7 @@ from kling_async._cli_progress import (
     make_display,
     render_summary,
 )
-from kling_async._cli_results import (
+from kling_async._cli.results import (
     ResultsWriter,
     count_statuses,
     error_json,
@@ -31,9 +31,9 @@ from kling_async._cli_results import (
     record_from_outcome,
     total_units,
 )
+from kling_async._core.errors import AccountError, BatchStopped, InvalidRequest, TaskFailed
+from kling_async._core.models import GeneratedImage, Kind, Task, TaskStatus, Video
 from kling_async._engine import BatchStatistics, JobStatus, Outcome
-from kling_async._errors import AccountError, BatchStopped, InvalidRequest, TaskFailed
-from kling_async._models import GeneratedImage, Kind, Task, TaskStatus, Video
 
 
 class FakeClock:

@@ -44,7 +44,7 @@ def _env(**extra: str) -> dict[str, str]:
 
 
 def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "kling_async._cli", *args]
+    return [sys.executable, "-m", "kling_async._cli.app", *args]
 
 
 @pytest.fixture

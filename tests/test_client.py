@@ -13,8 +13,11 @@ from aiohttp import web
 from aioresponses import aioresponses
 
 from kling_async import _client as client_module
+from kling_async._api.profiles import COMETAPI_BASE_URL, CometAPI, Kling
+from kling_async._api.transport import HttpRequest, HttpResponse, MockTransport
 from kling_async._client import Client
-from kling_async._errors import (
+from kling_async._core.config import DEFAULT_TIMEOUTS, Timeouts
+from kling_async._core.errors import (
     AuthenticationError,
     ConnectError,
     ConnectionLost,
@@ -24,8 +27,7 @@ from kling_async._errors import (
     NotFound,
     RequestTimeout,
 )
-from kling_async._http import HttpRequest, HttpResponse, MockTransport
-from kling_async._models import (
+from kling_async._core.models import (
     GeneratedImage,
     Image,
     Kind,
@@ -33,8 +35,6 @@ from kling_async._models import (
     MultiImageToVideo,
     TaskStatus,
 )
-from kling_async._policy import DEFAULT_TIMEOUTS, Timeouts
-from kling_async._profiles import COMETAPI_BASE_URL, CometAPI, Kling
 from tests._core_helpers import CANARY_KEY, json_response, ok, png_bytes, task_body
 
 URL = Image.from_url("https://example.invalid/a.png")

@@ -9,14 +9,14 @@ import aiohttp
 import anyio
 import pytest
 
-from kling_async import _download
-from kling_async._download import (
+from kling_async._core.errors import DownloadError, KlingError, ResultExpired
+from kling_async._durable import downloads as _download
+from kling_async._durable.downloads import (
     Downloader,
     _retry_after,
     result_suffix,
     url_expiry,
 )
-from kling_async._errors import DownloadError, KlingError, ResultExpired
 from tests._download_helpers import FileServer, Served, file_server
 
 BODY = bytes(range(256)) * 4099  # ~1 MiB, not a multiple of the chunk size

@@ -12,12 +12,9 @@ import attrs
 import pytest
 from blockbuster import BlockBuster, blockbuster_ctx
 
-from kling_async._clock import SystemClock, VirtualClock, wait_event_until
-from kling_async._engine import Engine, JobStatus, NullStore, Outcome, external_id_for
-from kling_async._engine._ids import MAX_EXTERNAL_ID
-from kling_async._engine._limits import RateLimiter, SlotLimiter
-from kling_async._engine._scheduler import RunningMedian
-from kling_async._errors import (
+from kling_async._core.clock import SystemClock, VirtualClock, wait_event_until
+from kling_async._core.config import Backoff, Limits, PollPolicy
+from kling_async._core.errors import (
     AuthenticationError,
     BadRequest,
     BatchStopped,
@@ -33,12 +30,15 @@ from kling_async._errors import (
     ServerError,
     TaskFailed,
 )
-from kling_async._models import Kind, Request, TaskStatus
-from kling_async._policy import Backoff, Limits, PollPolicy
+from kling_async._core.models import Kind, Request, TaskStatus
+from kling_async._engine import Engine, JobStatus, NullStore, Outcome, external_id_for
+from kling_async._engine._ids import MAX_EXTERNAL_ID
+from kling_async._engine._limits import RateLimiter, SlotLimiter
+from kling_async._engine._scheduler import RunningMedian
 
 from ._engine_helpers import FakeApi, image, video
 
-ENGINE_MODULES = ["kling_async._engine", "kling_async._clock"]
+ENGINE_MODULES = ["kling_async._engine", "kling_async._core.clock"]
 
 
 @pytest.fixture(autouse=True)

@@ -5,10 +5,11 @@ import pathlib
 import pytest
 
 from kling_async._client import Client
+from kling_async._core.config import Backoff, Limits, PollPolicy
+from kling_async._core.models import Image, MultiImageToVideo
+from kling_async._durable.records import JobState
+from kling_async._durable.sqlite import SqliteJournal
 from kling_async._engine import JobStatus, NullStore
-from kling_async._journal import JobState, SqliteJournal
-from kling_async._models import Image, MultiImageToVideo
-from kling_async._policy import Backoff, Limits, PollPolicy
 from kling_async.simulator import Simulator, SimulatorConfig
 
 SCALE = 0.0005

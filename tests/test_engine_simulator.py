@@ -9,10 +9,10 @@ import pytest
 from blockbuster import BlockBuster, blockbuster_ctx
 
 from kling_async._client import Client
+from kling_async._core.config import Backoff, Limits, PollPolicy, Timeouts
+from kling_async._core.errors import TaskFailed
+from kling_async._core.models import Image, Kind, MultiImageToImage, MultiImageToVideo, Request
 from kling_async._engine import JobStatus, Outcome
-from kling_async._errors import TaskFailed
-from kling_async._models import Image, Kind, MultiImageToImage, MultiImageToVideo, Request
-from kling_async._policy import Backoff, Limits, PollPolicy, Timeouts
 from kling_async.simulator import (
     Fault,
     FaultKind,
@@ -27,9 +27,9 @@ SCALE = 0.0005  # a 60 s video runs 30 ms
 URLS = (Image.from_url("https://example.com/a.png"), Image.from_url("https://example.com/b.png"))
 ENGINE_MODULES = [
     "kling_async._engine",
-    "kling_async._clock",
+    "kling_async._core.clock",
     "kling_async._client",
-    "kling_async._http",
+    "kling_async._api.transport",
 ]
 
 

@@ -4,7 +4,7 @@ import pickle
 
 import pytest
 
-from kling_async._errors import (
+from kling_async._core.errors import (
     AccountError,
     APIError,
     AuthenticationError,

@@ -13,7 +13,16 @@ import pytest
 from aiohttp import web
 from aioresponses import aioresponses
 
-from kling_async._errors import (
+from kling_async._api.transport import (
+    AiohttpTransport,
+    HttpRequest,
+    HttpResponse,
+    MockTransport,
+    decode_response,
+    parse_retry_after,
+)
+from kling_async._core.config import Timeouts
+from kling_async._core.errors import (
     AccountError,
     APIError,
     AuthenticationError,
@@ -32,15 +41,6 @@ from kling_async._errors import (
     Scope,
     ServerError,
 )
-from kling_async._http import (
-    AiohttpTransport,
-    HttpRequest,
-    HttpResponse,
-    MockTransport,
-    decode_response,
-    parse_retry_after,
-)
-from kling_async._policy import Timeouts
 from tests._core_helpers import json_response, ok, task_body
 
 # Copies of shared/fixtures/api-examples (the documented bodies), kept with the tests.

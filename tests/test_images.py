@@ -7,8 +7,7 @@ import struct
 import anyio
 import pytest
 
-from kling_async._errors import InvalidRequest
-from kling_async._images import (
+from kling_async._api.images import (
     MAX_IMAGE_BYTES,
     ImageInfo,
     check_image,
@@ -21,7 +20,8 @@ from kling_async._images import (
     validate_image_bytes,
     validate_request,
 )
-from kling_async._models import DynamicMask, Image, MultiImageToImage, MultiImageToVideo
+from kling_async._core.errors import InvalidRequest
+from kling_async._core.models import DynamicMask, Image, MultiImageToImage, MultiImageToVideo
 from tests._core_helpers import jpeg_header, pil_image, png_bytes
 
 GOOD_PNG = png_bytes(400, 400)

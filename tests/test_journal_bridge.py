@@ -9,9 +9,8 @@ import anyio
 import attrs
 import pytest
 
-from kling_async._download import Downloader
-from kling_async._engine._outcome import JobStatus, Outcome
-from kling_async._errors import (
+from kling_async._api.wire import request_from_record, request_to_record
+from kling_async._core.errors import (
     DownloadError,
     InvalidRequest,
     KlingError,
@@ -19,16 +18,25 @@ from kling_async._errors import (
     Scope,
     TaskFailed,
 )
-from kling_async._journal import ErrorRecord, FileRecord, JobState, JournalConflict, SqliteJournal
-from kling_async._journal_bridge import (
+from kling_async._core.models import (
+    GeneratedImage,
+    Image,
+    Kind,
+    MultiImageToVideo,
+    Task,
+    TaskStatus,
+)
+from kling_async._durable.bridge import (
     JournalBatchStore,
     download_outcome,
     error_from_record,
     outcome_from_row,
     resume_work,
 )
-from kling_async._models import GeneratedImage, Image, Kind, MultiImageToVideo, Task, TaskStatus
-from kling_async._wire import request_from_record, request_to_record
+from kling_async._durable.downloads import Downloader
+from kling_async._durable.records import ErrorRecord, FileRecord, JobState, JournalConflict
+from kling_async._durable.sqlite import SqliteJournal
+from kling_async._engine._outcome import JobStatus, Outcome
 from tests._download_helpers import Served, file_server
 
 REQUEST = MultiImageToVideo(

@@ -21,8 +21,9 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 
+from kling_async._durable.records import JobRecord, JobState
+from kling_async._durable.sqlite import SqliteJournal
 from kling_async._engine import external_id_for
-from kling_async._journal import JobRecord, JobState, SqliteJournal
 from tests._journal_kill9_child import BATCH_ID
 
 pytestmark = pytest.mark.slow

@@ -6,8 +6,9 @@ import anyio
 import attrs
 import pytest
 
-from kling_async._errors import InvalidRequest
-from kling_async._models import (
+from kling_async._api.images import encode_image
+from kling_async._core.errors import InvalidRequest
+from kling_async._core.models import (
     Duration,
     DynamicMask,
     Image,
@@ -79,10 +80,10 @@ async def test_to_wire_forms(tmp_path: pathlib.Path) -> None:
     """URLs and Base64 go as they are; bytes and files become Base64 at send time."""
     path = tmp_path / "a.png"
     await anyio.Path(path).write_bytes(b"\x89PNG")
-    assert await Image.from_path(path).to_wire() == "iVBORw=="
-    assert await Image.from_bytes(b"\x89PNG").to_wire() == "iVBORw=="
-    assert await URL.to_wire() == "https://example.invalid/a.png"
-    assert await Image.from_base64("QUJD").to_wire() == "QUJD"
+    assert await encode_image(Image.from_path(path)) == "iVBORw=="
+    assert await encode_image(Image.from_bytes(b"\x89PNG")) == "iVBORw=="
+    assert await encode_image(URL) == "https://example.invalid/a.png"
+    assert await encode_image(Image.from_base64("QUJD")) == "QUJD"
 
 
 def test_video_defaults_and_conversions() -> None:

@@ -8,8 +8,7 @@ import json
 import attrs
 import pytest
 
-from kling_async._models import Kind
-from kling_async._profiles import (
+from kling_async._api.profiles import (
     COMETAPI_BASE_URL,
     KLING_BASE_URL,
     CometAPI,
@@ -18,6 +17,7 @@ from kling_async._profiles import (
     check_base_url,
     mint_jwt,
 )
+from kling_async._core.models import Kind
 
 
 def _decode(segment: str) -> dict[str, object]:

@@ -8,18 +8,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kling_async._errors import KlingError
-from kling_async._models import TaskStatus
-from kling_async._webhook import (
+from kling_async._core.errors import KlingError
+from kling_async._core.models import TaskStatus
+from kling_async._webhooks.config import WebhookConfig, clean_path
+from kling_async._webhooks.receiver import WebhookReceiver, _parse_delivery, _url_host
+from kling_async._webhooks.signing import (
     DEFAULT_TOLERANCE,
     RejectReason,
-    WebhookConfig,
-    WebhookReceiver,
     WebhookVerificationError,
     WebhookVerifier,
-    _clean_path,
-    _parse_delivery,
-    _url_host,
 )
 from tests._webhook_helpers import (
     VECTOR_BODY as BODY,
@@ -258,8 +255,8 @@ def test_config_validation(kwargs: dict[str, object]) -> None:
 
 def test_clean_path() -> None:
     """Route prefixes are normalised: '' or '/a/b', never a trailing slash."""
-    assert _clean_path("") == ""
-    assert _clean_path("/a/b/") == "/a/b"
+    assert clean_path("") == ""
+    assert clean_path("/a/b/") == "/a/b"
 
 
 def test_url_host_brackets_ipv6() -> None:

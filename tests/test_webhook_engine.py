@@ -13,10 +13,10 @@ from aiohttp import web
 from blockbuster import BlockBuster, blockbuster_ctx
 
 from kling_async._client import Client
-from kling_async._clock import VirtualClock
-from kling_async._engine import Engine, JobStatus, Outcome, _scheduler
-from kling_async._errors import ServerError
-from kling_async._models import (
+from kling_async._core.clock import VirtualClock
+from kling_async._core.config import Backoff, Limits, PollPolicy, Timeouts
+from kling_async._core.errors import ServerError
+from kling_async._core.models import (
     Image,
     Kind,
     MultiImageToImage,
@@ -25,8 +25,10 @@ from kling_async._models import (
     Task,
     TaskStatus,
 )
-from kling_async._policy import Backoff, Limits, PollPolicy, Timeouts
-from kling_async._webhook import RejectReason, WebhookConfig, WebhookReceiver
+from kling_async._engine import Engine, JobStatus, Outcome, _scheduler
+from kling_async._webhooks.config import WebhookConfig
+from kling_async._webhooks.receiver import WebhookReceiver
+from kling_async._webhooks.signing import RejectReason
 from kling_async.simulator import (
     CallbackConfig,
     LogNormal,
@@ -44,7 +46,7 @@ CALLBACK = "https://hooks.example/kling/token"
 @pytest.fixture(autouse=True)
 def no_blocking_calls() -> Iterator[BlockBuster]:
     """Fail the test if the receiver, the engine or the client blocks the loop."""
-    modules = ["kling_async._webhook", "kling_async._engine", "kling_async._client"]
+    modules = ["kling_async._webhooks.receiver", "kling_async._engine", "kling_async._client"]
     with blockbuster_ctx(modules) as guard:
         yield guard
 

@@ -12,15 +12,11 @@ import anyio
 import pytest
 from aiohttp import web
 
-import kling_async._webhook as webhook_module
-from kling_async._models import TaskStatus
-from kling_async._webhook import (
-    RejectReason,
-    WebhookConfig,
-    WebhookReceiver,
-    WebhookStatistics,
-    WebhookVerifier,
-)
+import kling_async._webhooks.receiver as webhook_module
+from kling_async._core.models import TaskStatus
+from kling_async._webhooks.config import WebhookConfig
+from kling_async._webhooks.receiver import WebhookReceiver, WebhookStatistics
+from kling_async._webhooks.signing import RejectReason, WebhookVerifier
 from tests._webhook_helpers import (
     VECTOR_BODY,
     VECTOR_SECRET,
@@ -32,7 +28,7 @@ from tests._webhook_helpers import (
     wait_until,
 )
 
-FIXTURES = pathlib.Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "api-examples"
+FIXTURES = pathlib.Path(__file__).parent / "fixtures" / "api-examples"
 
 
 @pytest.fixture

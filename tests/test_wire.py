@@ -12,8 +12,18 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kling_async._errors import InvalidRequest, MalformedResponse
-from kling_async._models import (
+from kling_async._api.wire import (
+    KLING_SCENE_FIELD,
+    parse_task,
+    parse_task_list,
+    request_from_record,
+    request_from_wire,
+    request_to_record,
+    request_to_wire,
+    task_to_wire,
+)
+from kling_async._core.errors import InvalidRequest, MalformedResponse
+from kling_async._core.models import (
     Duration,
     DynamicMask,
     GeneratedImage,
@@ -29,16 +39,6 @@ from kling_async._models import (
     TaskStatus,
     Video,
     VideoAspectRatio,
-)
-from kling_async._wire import (
-    KLING_SCENE_FIELD,
-    parse_task,
-    parse_task_list,
-    request_from_record,
-    request_from_wire,
-    request_to_record,
-    request_to_wire,
-    task_to_wire,
 )
 
 # Copies of shared/fixtures/api-examples (the documented bodies), kept with the tests.
@@ -516,7 +516,7 @@ def test_bad_records() -> None:
 
 def test_error_descriptions_fall_back_to_the_exception_type() -> None:
     """Errors without text still produce a readable MalformedResponse."""
-    from kling_async import _wire  # noqa: PLC0415 - private helpers under test
+    from kling_async._api import wire as _wire  # noqa: PLC0415 - private helpers under test
 
     assert _wire._describe(ValueError(), None) == "invalid value (ValueError)"
     assert _wire._describe(RuntimeError("x"), None) == "invalid value (RuntimeError)"

@@ -5,23 +5,37 @@ import contextlib
 import logging
 from collections.abc import AsyncIterable, Awaitable, Callable, Coroutine, Iterable
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
+from typing import Any, Protocol, Self
 
 import anyio
 import anyio.abc
 import anyio.lowlevel
 
-from .._errors import BatchStopped, KlingError, Scope
-from .._models import Kind, Request
+from .._core.clock import Clock
+from .._core.errors import BatchStopped, KlingError, Scope
+from .._core.models import Kind, Request
 from ._ids import external_id_for
 from ._job import Job, Phase
+from ._lane import Lane
 from ._outcome import BatchStatistics, JobStatus, Outcome
 from ._store import BatchStore, NullStore
 
-if TYPE_CHECKING:
-    from ._runner import Engine
+__all__ = ["Batch", "BatchHost"]
 
-__all__ = ["Batch"]
+
+class BatchHost(Protocol):
+    """What a batch needs of the engine it runs on (the engine implements it)."""
+
+    @property
+    def clock(self) -> Clock: ...
+
+    @property
+    def lane(self) -> Lane: ...
+
+    def check_open(self) -> None: ...
+
+    def limits_now(self) -> dict[Kind, int]: ...
+
 
 logger = logging.getLogger("kling_async")
 
@@ -52,7 +66,7 @@ class Batch:
 
     def __init__(
         self,
-        engine: "Engine",
+        engine: BatchHost,
         *,
         batch_id: str,
         max_pending: int = 1000,

@@ -5,8 +5,8 @@ from typing import Protocol
 
 import attrs
 
-from .._errors import KlingError
-from .._models import Kind, Request, Task
+from .._core.errors import KlingError
+from .._core.models import Kind, Request, Task
 from ._outcome import JobStatus, Outcome
 
 __all__ = ["Job", "JobOwner", "Phase", "TaskApi"]

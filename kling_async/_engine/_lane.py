@@ -7,8 +7,9 @@ from collections.abc import Mapping
 import anyio
 import attrs
 
-from .._clock import Clock
-from .._errors import (
+from .._core.clock import Clock
+from .._core.config import Backoff
+from .._core.errors import (
     BatchStopped,
     ConcurrencyLimited,
     DuplicateExternalId,
@@ -19,8 +20,7 @@ from .._errors import (
     Scope,
     may_have_created,
 )
-from .._models import Kind, Task
-from .._policy import Backoff
+from .._core.models import Kind, Task
 from ._job import Job, Phase, TaskApi
 from ._limits import RateLimiter, SlotLimiter
 from ._outcome import JobStatus

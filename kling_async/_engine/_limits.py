@@ -6,8 +6,8 @@ import logging
 import anyio
 import attrs
 
-from .._clock import Clock, wait_event_until
-from .._models import Kind
+from .._core.clock import Clock, wait_event_until
+from .._core.models import Kind
 
 __all__ = ["RateLimiter", "RateStatistics", "SlotLimiter", "SlotStatistics"]
 

@@ -6,8 +6,8 @@ from collections.abc import Mapping
 
 import attrs
 
-from .._errors import KlingError
-from .._models import Kind, Task
+from .._core.errors import KlingError
+from .._core.models import Kind, Task
 
 __all__ = ["BatchStatistics", "JobStatus", "Outcome"]
 

@@ -10,11 +10,18 @@ from typing import Self
 import anyio
 import attrs
 
-from .._clock import Clock, SystemClock
-from .._errors import BatchStopped, KlingError
-from .._lifetime import AsyncClosing
-from .._models import Kind, Request, Task, TaskStatus
-from .._policy import DEFAULT_BACKOFF, DEFAULT_LIMITS, DEFAULT_POLL, Backoff, Limits, PollPolicy
+from .._core.clock import Clock, SystemClock
+from .._core.config import (
+    DEFAULT_BACKOFF,
+    DEFAULT_LIMITS,
+    DEFAULT_POLL,
+    Backoff,
+    Limits,
+    PollPolicy,
+)
+from .._core.errors import BatchStopped, KlingError
+from .._core.lifetime import AsyncClosing
+from .._core.models import Kind, Request, Task, TaskStatus
 from ._batch import Batch
 from ._ids import external_id_for
 from ._job import Job, Phase, TaskApi

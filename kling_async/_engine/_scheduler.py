@@ -15,10 +15,10 @@ import anyio.abc
 import anyio.lowlevel
 import attrs
 
-from .._clock import Clock, wait_event_until
-from .._errors import JobTimedOut, KlingError, RateLimited, Scope, TaskFailed
-from .._models import Kind, Task, TaskStatus
-from .._policy import PollPolicy
+from .._core.clock import Clock, wait_event_until
+from .._core.config import PollPolicy
+from .._core.errors import JobTimedOut, KlingError, RateLimited, Scope, TaskFailed
+from .._core.models import Kind, Task, TaskStatus
 from ._job import Job, Phase, TaskApi
 from ._limits import RateLimiter, SlotLimiter
 from ._outcome import JobStatus, Outcome

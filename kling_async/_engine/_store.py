@@ -2,7 +2,7 @@
 
 from typing import Protocol
 
-from .._models import Kind, Request
+from .._core.models import Kind, Request
 from ._outcome import Outcome
 
 __all__ = ["BatchStore", "NullStore"]

@@ -18,7 +18,6 @@ import anyio.to_thread
 import attrs
 from aiohttp import web
 
-from .._lifetime import AsyncClosing
 from ._callbacks import CallbackDispatcher
 from ._clock import SimClock
 from ._config import AccountState, Fault, FaultKind, RateLimitStyle, SimulatorConfig
@@ -101,7 +100,7 @@ class _Bucket:
     stamp: float
 
 
-class Simulator(AsyncClosing):
+class Simulator:
     """A local CometAPI/Kling server on 127.0.0.1, for tests, benchmarks and demos.
 
     Use as ``async with Simulator(SimulatorConfig(...)) as sim:`` and point a client at
@@ -183,6 +182,9 @@ class Simulator(AsyncClosing):
         self._dispatcher = asyncio.create_task(
             self._callbacks.run(), name="kling-simulator-callbacks"
         )
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
 
     async def aclose(self) -> None:
         """Stop serving; pending callbacks are dropped."""

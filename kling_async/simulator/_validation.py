@@ -2,13 +2,11 @@
 
 import base64
 import binascii
+import struct
 from collections.abc import Mapping
 from typing import Any
 
 import attrs
-
-from kling_async._errors import InvalidRequest
-from kling_async._images import sniff_image
 
 __all__ = ["CreateSpec", "RequestRejected", "validate_image_create", "validate_video_create"]
 
@@ -57,6 +55,35 @@ class CreateSpec:
         return self.n if self.kind == "image" else 1
 
 
+def image_size(data: bytes) -> tuple[int, int] | None:
+    """Width and height of a PNG or JPEG, or None when it is neither or is cut short.
+
+    The simulator reads images on its own (not through the client's checks), so it
+    checks the client instead of mirroring it.
+    """
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR" and len(data) >= 24:
+        width, height = struct.unpack(">II", data[16:24])
+        return (width, height) if width and height else None
+    if data[:2] != b"\xff\xd8":
+        return None
+    pos = 2
+    while pos + 4 <= len(data) and data[pos] == 0xFF:
+        marker = data[pos + 1]
+        if 0xD0 <= marker <= 0xD7 or marker in (0x01, 0xFF):
+            pos += 1 if marker == 0xFF else 2
+            continue
+        (length,) = struct.unpack(">H", data[pos + 2 : pos + 4])
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            if pos + 9 > len(data):
+                return None
+            height, width = struct.unpack(">HH", data[pos + 5 : pos + 9])
+            return (width, height) if width and height else None
+        if marker in (0xD9, 0xDA) or length < 2:
+            return None
+        pos += 2 + length
+    return None
+
+
 @attrs.frozen
 class _Checked:
     data: bytes | None
@@ -77,11 +104,10 @@ def _check_image(field: str, value: object) -> _Checked:
         data = base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
         raise _bad(f"{field}: not a URL and not valid Base64") from None
-    try:
-        info = sniff_image(data, field)
-    except InvalidRequest as exc:
-        raise _bad(f"{field}: {exc.rule} (JPG, JPEG or PNG only)") from None
-    width, height = info.width, info.height
+    size = image_size(data)
+    if size is None:
+        raise _bad(f"{field}: not a readable JPG, JPEG or PNG image")
+    width, height = size
     if width < MIN_SIDE or height < MIN_SIDE:
         raise _bad(f"{field}: image must be at least 300x300 px (got {width}x{height})")
     if max(width, height) > MAX_RATIO * min(width, height):

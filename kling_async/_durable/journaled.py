@@ -10,11 +10,12 @@ jobs are sent.
 import contextlib
 import os
 
-from ._download import Downloader, file_stem
-from ._engine import Batch, JobStatus, Outcome, external_id_for
-from ._journal import JobStore, MemoryStore, SqliteJournal
-from ._journal_bridge import JournalBatchStore, download_outcome, resume_work
-from ._models import Kind
+from .._core.models import Kind
+from .._engine import Batch, JobStatus, Outcome, external_id_for
+from .bridge import JournalBatchStore, download_outcome, resume_work
+from .downloads import Downloader, file_stem
+from .sqlite import SqliteJournal
+from .store import JobStore, MemoryStore
 
 __all__ = ["prepare"]
 

@@ -2,7 +2,7 @@
 
 Models know nothing of JSON (that is ``_wire``) nor of I/O. Value rules that need no
 image bytes (counts, lengths, ranges) are checked when a model is built; rules that need
-the image bytes are checked by :func:`kling_async._images.validate_request`.
+the image bytes are checked by :func:`kling_async._api.images.validate_request`.
 """
 
 import enum
@@ -14,8 +14,7 @@ from typing import Any, ClassVar, Final, TypeAlias, TypeVar
 
 import attrs
 
-from ._errors import InvalidRequest
-from ._images import check_url, encode_bytes, encode_path
+from .errors import InvalidRequest
 
 __all__ = [
     "Duration",
@@ -34,6 +33,7 @@ __all__ = [
     "TaskStatus",
     "Video",
     "VideoAspectRatio",
+    "check_url",
 ]
 
 MAX_VIDEO_PROMPT: Final = 500
@@ -115,6 +115,19 @@ class ImageOrigin(enum.Enum):
     BASE64 = "base64"
 
 
+def check_url(url: str, field: str = "image") -> None:
+    """Refuse anything but an http(s) URL with a host.
+
+    Raises:
+        InvalidRequest: naming ``field``.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme.lower() not in ("http", "https"):
+        raise InvalidRequest(field, f"URL must be http(s), got {url[:40]!r}")
+    if not rest or rest[0] in "/?#":
+        raise InvalidRequest(field, f"URL has no host: {url[:40]!r}")
+
+
 def _source_repr(source: pathlib.Path | bytes | str) -> str:
     if isinstance(source, bytes):
         return f"<{len(source)} bytes>"
@@ -168,17 +181,6 @@ class Image:
         if not text.strip():
             raise InvalidRequest("image", "empty Base64 text")
         return cls(ImageOrigin.BASE64, text)
-
-    async def to_wire(self) -> str:
-        """Return the wire form: the URL, or Base64 (files read off the event loop)."""
-        if self.origin is ImageOrigin.PATH:
-            assert isinstance(self.source, pathlib.Path)
-            return await encode_path(self.source)
-        if self.origin is ImageOrigin.BYTES:
-            assert isinstance(self.source, bytes)
-            return await encode_bytes(self.source)
-        assert isinstance(self.source, str)
-        return self.source
 
 
 def _to_point(value: "Point | tuple[int, int] | Any") -> "Point":

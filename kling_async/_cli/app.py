@@ -23,9 +23,9 @@ from typing import Final
 
 from rich.console import Console
 
-from . import _cli_run as run
-from ._cli_jobs import load_jobs
-from ._cli_progress import Display, make_display
+from . import commands as run
+from .jobs import load_jobs
+from .progress import Display, make_display
 
 __all__ = ["main"]
 
@@ -295,7 +295,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 
 def _simulate(argv: Sequence[str]) -> int:
-    from .simulator import main as simulator_main  # noqa: PLC0415 - aiohttp.web only when used
+    from ..simulator import main as simulator_main  # noqa: PLC0415 - aiohttp.web only when used
 
     try:
         return simulator_main(list(argv))

@@ -9,15 +9,13 @@ import binascii
 import os
 import pathlib
 import struct
-from typing import TYPE_CHECKING, Final, Literal
+from typing import Final, Literal
 
 import anyio.to_thread
 import attrs
 
-from ._errors import InvalidRequest
-
-if TYPE_CHECKING:
-    from ._models import Image, Request
+from .._core.errors import InvalidRequest
+from .._core.models import Image, ImageOrigin, Request, check_url
 
 __all__ = [
     "MAX_IMAGE_BYTES",
@@ -26,9 +24,9 @@ __all__ = [
     "ImageInfo",
     "check_image",
     "check_request",
-    "check_url",
     "decoded_base64_size",
     "encode_bytes",
+    "encode_image",
     "encode_path",
     "read_image_file",
     "sniff_image",
@@ -224,20 +222,7 @@ def _decode_base64_head(text: str, field: str) -> bytes:
         raise InvalidRequest(field, "not valid Base64") from None
 
 
-def check_url(url: str, field: str = "image") -> None:
-    """Refuse anything but an http(s) URL with a host.
-
-    Raises:
-        InvalidRequest: naming ``field``.
-    """
-    scheme, sep, rest = url.partition("://")
-    if not sep or scheme.lower() not in ("http", "https"):
-        raise InvalidRequest(field, f"URL must be http(s), got {url[:40]!r}")
-    if not rest or rest[0] in "/?#":
-        raise InvalidRequest(field, f"URL has no host: {url[:40]!r}")
-
-
-def check_image(image: "Image", field: str) -> ImageInfo | None:
+def check_image(image: Image, field: str) -> ImageInfo | None:
     """Check one input image against every rule that can be checked locally.
 
     Reads a file's header for path images (blocking I/O). Returns the header facts, or
@@ -246,7 +231,6 @@ def check_image(image: "Image", field: str) -> ImageInfo | None:
     Raises:
         InvalidRequest: naming ``field`` and the rule.
     """
-    from ._models import ImageOrigin  # noqa: PLC0415 - _models imports this module
 
     if image.origin is ImageOrigin.URL:
         assert isinstance(image.source, str)
@@ -278,8 +262,8 @@ def _decode_base64_head_full(text: str, field: str) -> bytes:
         raise InvalidRequest(field, "not valid Base64") from None
 
 
-def _request_images(request: "Request") -> list[tuple[str, "Image"]]:
-    from ._models import MultiImageToVideo  # noqa: PLC0415 - _models imports this module
+def _request_images(request: Request) -> list[tuple[str, Image]]:
+    from .._core.models import MultiImageToVideo  # noqa: PLC0415 - _models imports this module
 
     if isinstance(request, MultiImageToVideo):
         found = [(f"image_list[{i}]", image) for i, image in enumerate(request.images)]
@@ -297,7 +281,7 @@ def _request_images(request: "Request") -> list[tuple[str, "Image"]]:
     return found
 
 
-def validate_request(request: "Request") -> None:
+def validate_request(request: Request) -> None:
     """Check every image of a request (blocking: reads file headers).
 
     Masks must have the resolution (so the aspect ratio) of the first input image whose
@@ -327,8 +311,7 @@ def validate_request(request: "Request") -> None:
             )
 
 
-def _needs_thread(request: "Request") -> bool:
-    from ._models import ImageOrigin  # noqa: PLC0415 - _models imports this module
+def _needs_thread(request: Request) -> bool:
 
     return any(
         image.origin is ImageOrigin.PATH
@@ -337,7 +320,7 @@ def _needs_thread(request: "Request") -> bool:
     )
 
 
-async def check_request(request: "Request") -> None:
+async def check_request(request: Request) -> None:
     """Like :func:`validate_request`, reading files in a worker thread.
 
     Raises:
@@ -359,6 +342,18 @@ async def encode_path(path: pathlib.Path) -> str:
         return await anyio.to_thread.run_sync(_read_and_encode, path)
     except OSError as exc:
         raise InvalidRequest("image", f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+async def encode_image(image: Image) -> str:
+    """Return an image's wire form: the URL, or Base64 (files read off the event loop)."""
+    if image.origin is ImageOrigin.PATH:
+        assert isinstance(image.source, pathlib.Path)
+        return await encode_path(image.source)
+    if image.origin is ImageOrigin.BYTES:
+        assert isinstance(image.source, bytes)
+        return await encode_bytes(image.source)
+    assert isinstance(image.source, str)
+    return image.source
 
 
 async def encode_bytes(data: bytes) -> str:

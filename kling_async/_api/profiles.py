@@ -17,7 +17,7 @@ from typing import Final
 
 import attrs
 
-from ._models import Kind
+from .._core.models import Kind
 
 __all__ = [
     "COMETAPI_BASE_URL",

@@ -16,8 +16,8 @@ from typing import Any, Final
 import attrs
 import cattrs
 
-from ._errors import InvalidRequest, MalformedResponse
-from ._models import (
+from .._core.errors import InvalidRequest, MalformedResponse
+from .._core.models import (
     Duration,
     DynamicMask,
     GeneratedImage,
@@ -35,6 +35,7 @@ from ._models import (
     Video,
     VideoAspectRatio,
 )
+from .images import encode_image
 
 __all__ = [
     "COMETAPI_SCENE_FIELD",
@@ -308,10 +309,10 @@ async def request_to_wire(
     """
     body: dict[str, Any] = {"model_name": request.model_name}
     if isinstance(request, MultiImageToVideo):
-        body["image_list"] = [{"image": await image.to_wire()} for image in request.images]
+        body["image_list"] = [{"image": await encode_image(image)} for image in request.images]
     else:
         body["subject_image_list"] = [
-            {"subject_image": await image.to_wire()} for image in request.images
+            {"subject_image": await encode_image(image)} for image in request.images
         ]
     if request.prompt:
         body["prompt"] = request.prompt
@@ -325,20 +326,20 @@ async def request_to_wire(
         if request.cfg_scale is not None:
             body["cfg_scale"] = request.cfg_scale
         if request.static_mask is not None:
-            body["static_mask"] = await request.static_mask.to_wire()
+            body["static_mask"] = await encode_image(request.static_mask)
         if request.dynamic_masks:
             body["dynamic_masks"] = [
                 {
-                    "mask": await mask.mask.to_wire(),
+                    "mask": await encode_image(mask.mask),
                     "trajectories": [{"x": p.x, "y": p.y} for p in mask.trajectories],
                 }
                 for mask in request.dynamic_masks
             ]
     else:
         if request.scene_image is not None:
-            body[scene_image_field] = await request.scene_image.to_wire()
+            body[scene_image_field] = await encode_image(request.scene_image)
         if request.style_image is not None:
-            body["style_image"] = await request.style_image.to_wire()
+            body["style_image"] = await encode_image(request.style_image)
         body["n"] = request.n
         body["aspect_ratio"] = request.aspect_ratio.value
     if request.callback_url is not None:

@@ -20,7 +20,8 @@ import aiohttp
 import anyio
 import attrs
 
-from ._errors import (
+from .._core.config import DEFAULT_TIMEOUTS, Timeouts
+from .._core.errors import (
     AccountError,
     APIError,
     AuthenticationError,
@@ -39,8 +40,7 @@ from ._errors import (
     ServerError,
     TransportError,
 )
-from ._lifetime import AsyncClosing
-from ._policy import DEFAULT_TIMEOUTS, Timeouts
+from .._core.lifetime import AsyncClosing
 
 __all__ = [
     "DEFAULT_MAX_RESPONSE_BYTES",

@@ -1,8 +1,8 @@
-"""Status-change callbacks: Standard Webhooks verification and an ``aiohttp.web`` receiver.
+"""Status-change callbacks: an ``aiohttp.web`` receiver that turns deliveries into hints.
 
-Kling and CometAPI POST the task object to a job's ``callback_url`` on every status
+Kling and CometAPI POST the task object to a job callback_url on every status
 change. A delivery is only ever a *hint*: the receiver hands ``(task_id, status)`` to the
-subscriber's ``on_hint`` callback (the client passes ``Engine.hint``, which makes the task
+subscriber on_hint callback (the client passes ``Engine.hint``, which makes the task
 due for a query now when the delivery claims it ended); nothing in a payload is trusted,
 and polling stays on as a slow safety net.
 
@@ -20,23 +20,18 @@ What reaches ``on_hint`` is bounded and cheap, whatever arrives on the socket::
       otherwise .................... 200  on_hint(task_id, status)
 
 Every answer is counted in :meth:`WebhookReceiver.statistics`; nothing a sender does
-raises into the caller's batch.
+raises into the caller batch.
 """
 
 import asyncio
-import base64
-import binascii
 import collections
-import enum
 import hashlib
-import hmac
 import ipaddress
 import json
 import logging
 import secrets
 import time
 import types
-import urllib.parse
 from collections.abc import Callable, Mapping
 from typing import Any, Final, Self
 
@@ -46,45 +41,22 @@ import attrs
 from aiohttp import web
 from aiolimiter import AsyncLimiter
 
-from ._errors import KlingError, MalformedResponse
-from ._lifetime import AsyncClosing
-from ._models import TaskStatus
-from ._wire import parse_task
+from .._api.wire import parse_task
+from .._core.errors import MalformedResponse
+from .._core.lifetime import AsyncClosing
+from .._core.models import TaskStatus
+from .config import WebhookConfig, clean_path
+from .signing import RejectReason, WebhookVerificationError, WebhookVerifier
 
-__all__ = [
-    "DEFAULT_MAX_BODY",
-    "DEFAULT_MAX_RATE",
-    "DEFAULT_RATE_PERIOD",
-    "DEFAULT_TOLERANCE",
-    "HintCallback",
-    "RejectReason",
-    "WebhookConfig",
-    "WebhookReceiver",
-    "WebhookStatistics",
-    "WebhookSubscription",
-    "WebhookVerificationError",
-    "WebhookVerifier",
-]
+__all__ = ["HintCallback", "WebhookReceiver", "WebhookStatistics", "WebhookSubscription", "logger"]
+
 
 logger = logging.getLogger("kling_async.webhook")
-
-DEFAULT_TOLERANCE: Final = 300.0
-"""Seconds a ``webhook-timestamp`` may lie in the past or the future (Standard Webhooks)."""
-DEFAULT_MAX_BODY: Final = 64 * 1024
-"""Largest accepted delivery body in bytes; a task object is a few hundred bytes."""
-DEFAULT_MAX_RATE: Final = 200.0
-"""Deliveries per :data:`DEFAULT_RATE_PERIOD` the receiver accepts before answering 429."""
-DEFAULT_RATE_PERIOD: Final = 1.0
-"""Seconds over which :data:`DEFAULT_MAX_RATE` deliveries may arrive (also the burst size)."""
-
-_SECRET_PREFIX: Final = "whsec_"  # noqa: S105 -- a format marker, not a secret
-_SIGNATURE_VERSION: Final = "v1"
 _TOKEN_BYTES: Final = 24
 # Bounded memories per subscription: past them the oldest entries go, and a late
 # duplicate costs one extra idempotent refresh, nothing worse.
 _SEEN_DELIVERIES: Final = 8192
 _SEEN_TASKS: Final = 32768
-_MAX_TIMESTAMP_DIGITS: Final = 12
 
 
 HintCallback = Callable[[str, TaskStatus | None], object]
@@ -114,245 +86,6 @@ _RANK: Final[Mapping[TaskStatus, int]] = types.MappingProxyType(
         TaskStatus.FAILED: 2,
     }
 )
-
-
-class RejectReason(enum.Enum):
-    """Why a delivery was refused; the keys of :attr:`WebhookStatistics.rejected`."""
-
-    RATE_LIMITED = "rate_limited"
-    TOO_LARGE = "too_large"
-    UNKNOWN_TOKEN = "unknown_token"  # noqa: S105 -- a reason name, not a secret
-    MISSING_HEADERS = "missing_headers"
-    BAD_TIMESTAMP = "bad_timestamp"
-    BAD_SIGNATURE = "bad_signature"
-    MALFORMED = "malformed"
-
-    @property
-    def http_status(self) -> int:
-        """The HTTP status the receiver answers for this reason."""
-        return _HTTP_STATUS[self]
-
-
-_HTTP_STATUS: Final[Mapping[RejectReason, int]] = types.MappingProxyType(
-    {
-        RejectReason.RATE_LIMITED: 429,
-        RejectReason.TOO_LARGE: 413,
-        RejectReason.UNKNOWN_TOKEN: 404,
-        RejectReason.MISSING_HEADERS: 401,
-        RejectReason.BAD_TIMESTAMP: 401,
-        RejectReason.BAD_SIGNATURE: 401,
-        RejectReason.MALFORMED: 400,
-    }
-)
-
-
-class WebhookVerificationError(KlingError, ValueError):
-    """A delivery failed Standard Webhooks verification (HTTP status 401 when served).
-
-    Attributes:
-        reason: ``MISSING_HEADERS``, ``BAD_TIMESTAMP`` or ``BAD_SIGNATURE``.
-    """
-
-    def __init__(self, message: str, reason: RejectReason) -> None:
-        super().__init__(message, http_status=reason.http_status)
-        self.reason = reason
-
-
-def _decode_secret(secret: str | bytes) -> bytes:
-    """The HMAC key: ``bytes`` as given, a ``str`` as (optionally ``whsec_``-prefixed) base64."""
-    if isinstance(secret, bytes):
-        key = secret
-    else:
-        text = secret.removeprefix(_SECRET_PREFIX)
-        try:
-            key = base64.b64decode(text, validate=True)
-        except (binascii.Error, ValueError) as exc:
-            # The message must not echo the secret.
-            raise ValueError("webhook secret: not base64 after the whsec_ prefix") from exc
-    if not key:
-        raise ValueError("webhook secret: empty")
-    return key
-
-
-def _header(headers: Mapping[str, str], name: str) -> str | None:
-    """Case-insensitive header lookup on any mapping (aiohttp's is already insensitive)."""
-    value = headers.get(name)
-    if value is not None:
-        return value
-    for key, candidate in headers.items():
-        if key.lower() == name:
-            return candidate
-    return None
-
-
-class WebhookVerifier:
-    """Standard Webhooks (``v1``, HMAC-SHA256) signer and verifier.
-
-    The scheme is a single HMAC-SHA256 over ``"{id}.{timestamp}.{body}"``; the stdlib's
-    ``hmac``, ``hashlib`` and ``base64`` implement it in a few lines with a constant-time
-    compare, so no ``standardwebhooks``/``svix`` dependency (and its transitive pins) is
-    worth taking on for it.
-
-    Args:
-        secret: ``"whsec_<base64>"`` (or the bare base64) as Kling shows it, or the raw
-            key as ``bytes``.
-        tolerance: seconds a timestamp may lie before or after ``now()``.
-        now: wall clock in Unix seconds; injected by tests.
-
-    Raises:
-        ValueError: the secret is empty or not base64 (the message never shows it).
-    """
-
-    __slots__ = ("_key", "_now", "tolerance")
-
-    def __init__(
-        self,
-        secret: str | bytes,
-        *,
-        tolerance: float = DEFAULT_TOLERANCE,
-        now: Callable[[], float] = time.time,
-    ) -> None:
-        if tolerance < 0:
-            raise ValueError(f"tolerance must be >= 0, got {tolerance!r}")
-        self._key = _decode_secret(secret)
-        self._now = now
-        self.tolerance = tolerance
-
-    def __repr__(self) -> str:
-        return f"WebhookVerifier(secret=<hidden>, tolerance={self.tolerance!r})"
-
-    def sign(self, msg_id: str, timestamp: int, body: bytes) -> str:
-        """The ``webhook-signature`` value (``"v1,<base64>"``) for one delivery."""
-        mac = hmac.new(self._key, _signed_content(msg_id, timestamp, body), hashlib.sha256)
-        return f"{_SIGNATURE_VERSION},{base64.b64encode(mac.digest()).decode('ascii')}"
-
-    def headers(self, msg_id: str, body: bytes, *, timestamp: int | None = None) -> dict[str, str]:
-        """The three Standard Webhooks headers for a delivery (timestamp defaults to now)."""
-        ts = int(self._now()) if timestamp is None else timestamp
-        return {
-            "webhook-id": msg_id,
-            "webhook-timestamp": str(ts),
-            "webhook-signature": self.sign(msg_id, ts, body),
-        }
-
-    def verify(self, headers: Mapping[str, str], body: bytes) -> str:
-        """Check a delivery's headers against its raw body; return its ``webhook-id``.
-
-        Any one of the space-separated ``v1,<base64>`` signatures matching is enough (the
-        sender may list several during a key rotation); other versions are ignored.
-
-        Raises:
-            WebhookVerificationError: headers missing, timestamp unreadable or outside
-                the tolerance, or no signature matches.
-        """
-        msg_id = _header(headers, "webhook-id")
-        raw_ts = _header(headers, "webhook-timestamp")
-        raw_sigs = _header(headers, "webhook-signature")
-        if not msg_id or not raw_ts or not raw_sigs:
-            raise WebhookVerificationError(
-                "missing webhook-id, webhook-timestamp or webhook-signature",
-                RejectReason.MISSING_HEADERS,
-            )
-        if not (raw_ts.isascii() and raw_ts.isdigit() and len(raw_ts) <= _MAX_TIMESTAMP_DIGITS):
-            raise WebhookVerificationError(
-                "webhook-timestamp is not Unix seconds", RejectReason.BAD_TIMESTAMP
-            )
-        timestamp = int(raw_ts)
-        if abs(self._now() - timestamp) > self.tolerance:
-            raise WebhookVerificationError(
-                "webhook-timestamp outside the tolerance", RejectReason.BAD_TIMESTAMP
-            )
-        expected = self.sign(msg_id, timestamp, body).encode("ascii")
-        matched = False
-        for candidate in raw_sigs.split():
-            if not candidate.startswith(_SIGNATURE_VERSION + ","):
-                continue
-            # Keep comparing after a match: the work done must not depend on which one matched.
-            matched |= hmac.compare_digest(expected, candidate.encode("utf-8", "replace"))
-        if not matched:
-            raise WebhookVerificationError(
-                "no webhook-signature matches", RejectReason.BAD_SIGNATURE
-            )
-        return msg_id
-
-
-def _signed_content(msg_id: str, timestamp: int, body: bytes) -> bytes:
-    return f"{msg_id}.{timestamp}.".encode() + body
-
-
-def _clean_path(path: str) -> str:
-    """A route prefix: ``""`` or ``"/a/b"`` (no trailing slash, no placeholders)."""
-    path = path.rstrip("/")
-    if path and not path.startswith("/"):
-        raise ValueError(f"webhook path must start with '/', got {path!r}")
-    if any(c in path for c in "{}?#"):
-        raise ValueError(f"webhook path must be a plain path, got {path!r}")
-    return path
-
-
-def _check_public_url(_: object, __: object, value: str | None) -> None:
-    if value is None:
-        return
-    parts = urllib.parse.urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"public_url must be an absolute http(s) URL, got {value!r}")
-    if "?" in value or "#" in value:
-        raise ValueError(f"public_url must have no query or fragment, got {value!r}")
-
-
-def _check_secret(_: object, __: object, value: str | bytes | None) -> None:
-    if value is not None:
-        _decode_secret(value)
-
-
-def _check_positive(_: object, attribute: "attrs.Attribute[float]", value: float) -> None:
-    if not value > 0:
-        raise ValueError(f"{attribute.name} must be > 0, got {value!r}")
-
-
-@attrs.frozen(kw_only=True)
-class WebhookConfig:
-    """How a :class:`WebhookReceiver` listens and what it accepts.
-
-    Args:
-        public_url: the URL the API server can reach that leads to this receiver's
-            ``path`` (a tunnel or reverse proxy); callback URLs are
-            ``<public_url>/<token>``. ``None``: use the bound local URL (tests, simulator).
-        host: interface to bind when the receiver serves on its own.
-        port: port to bind; ``0`` picks a free one (read it from ``receiver.url``).
-        path: route prefix; ``None`` takes the path of ``public_url`` (``""`` without one).
-        secret: Standard Webhooks secret (``"whsec_..."`` or raw bytes); when set, every
-            delivery must carry a valid signature. Never shown in a repr.
-        tolerance: seconds of clock skew allowed on ``webhook-timestamp``, both ways.
-        max_body: largest body accepted, in bytes.
-        max_rate: deliveries accepted per ``rate_period`` (a token bucket; also the burst).
-        rate_period: seconds of the rate window.
-    """
-
-    public_url: str | None = attrs.field(default=None, validator=_check_public_url)
-    host: str = "127.0.0.1"
-    port: int = attrs.field(
-        default=0,
-        validator=attrs.validators.and_(attrs.validators.ge(0), attrs.validators.le(65535)),
-    )
-    path: str | None = None
-    secret: str | bytes | None = attrs.field(default=None, repr=False, validator=_check_secret)
-    tolerance: float = attrs.field(default=DEFAULT_TOLERANCE, validator=attrs.validators.ge(0))
-    max_body: int = attrs.field(default=DEFAULT_MAX_BODY, validator=attrs.validators.gt(0))
-    max_rate: float = attrs.field(default=DEFAULT_MAX_RATE, validator=_check_positive)
-    rate_period: float = attrs.field(default=DEFAULT_RATE_PERIOD, validator=_check_positive)
-
-    def __attrs_post_init__(self) -> None:
-        _clean_path(self.route_path)
-
-    @property
-    def route_path(self) -> str:
-        """The route prefix actually served (``path``, else ``public_url``'s path)."""
-        if self.path is not None:
-            return _clean_path(self.path)
-        if self.public_url is not None:
-            return _clean_path(urllib.parse.urlsplit(self.public_url).path)
-        return ""
 
 
 @attrs.frozen
@@ -622,7 +355,7 @@ class WebhookReceiver(AsyncClosing):
             app: the application (before it starts).
             path: route prefix; defaults to :attr:`WebhookConfig.route_path`.
         """
-        prefix = self._config.route_path if path is None else _clean_path(path)
+        prefix = self._config.route_path if path is None else clean_path(path)
         app.router.add_post(prefix + "/{token}", self._handle)
 
     def make_app(self) -> web.Application:

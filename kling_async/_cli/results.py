@@ -12,9 +12,10 @@ import pathlib
 from collections.abc import Iterable, Mapping
 from typing import IO, Final
 
-from . import _cli_api as ka
-from ._cli_jobs import JobProblem
-from ._cli_progress import JobRecord
+import kling_async as ka
+
+from .jobs import JobProblem
+from .progress import JobRecord
 
 __all__ = [
     "RESULTS_FILE",

@@ -22,9 +22,9 @@ import anyio
 import attrs
 import yarl
 
-from ._errors import DownloadError, ResultExpired
-from ._journal import FileRecord
-from ._lifetime import AsyncClosing
+from .._core.errors import DownloadError, ResultExpired
+from .._core.lifetime import AsyncClosing
+from .records import FileRecord
 
 __all__ = [
     "ALLOWED_SUFFIXES",

@@ -21,10 +21,12 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from . import _cli_api as ka
-from ._cli_jobs import JobProblem, ParsedJob, load_jobs
-from ._cli_progress import Display, JobRecord, ProgressTracker, RunSummary, format_duration
-from ._cli_results import (
+import kling_async as ka
+from kling_async.simulator import Simulator, SimulatorConfig
+
+from .jobs import JobProblem, ParsedJob, load_jobs
+from .progress import Display, JobRecord, ProgressTracker, RunSummary, format_duration
+from .results import (
     RESULTS_FILE,
     ResultsWriter,
     count_statuses,
@@ -220,7 +222,7 @@ async def open_client(
         sim = None
         scale = time_scale(settings, target)
         if target.simulated:
-            sim = ka.Simulator(ka.SimulatorConfig(time_scale=scale))
+            sim = Simulator(SimulatorConfig(time_scale=scale))
             await sim.__aenter__()
             stack.push_async_callback(_close_shielded, sim)
         client = ka.Client(profile=_profile(target, env, sim), **_engine_knobs(settings, scale))

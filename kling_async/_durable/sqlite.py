@@ -1,27 +1,7 @@
-"""The job journal: one durable row per job, so a crash never loses a job or pays twice.
-
-``JobStore`` is the small interface the engine writes through at each state change;
-``SqliteJournal`` is the embedded default (a real SQLite file, WAL mode, one writer
-thread, group commit) and ``MemoryStore`` the same semantics without a file, used when
-a batch has no journal.
-
-The life of a row::
-
-    PENDING ──▶ SUBMITTING ──▶ SUBMITTED ──▶ SUCCEEDED ──▶ DOWNLOADED
-       │  ▲          │  ▲  │                     │
-       │  └─STOPPED◀─┘  └──┘ (retry)             └─▶ SUCCEEDED + download error (URL, expiry)
-       └──────────────┴──────────────┴──▶ FAILED | TIMED_OUT
-
-Each state is written *before* the step it guards: ``mark_submitting`` returns only
-after the commit that holds it, so the create it guards can be sent. PENDING guards
-nothing paid for, so the engine adds it lazily (``add(..., durable=False)``): it is
-committed with the next durable write, never one fsync per job.
-"""
+"""The embedded journal: a real SQLite file, WAL mode, one writer thread, group commit."""
 
 import asyncio
 import contextlib
-import enum
-import hashlib
 import json
 import os
 import pathlib
@@ -29,35 +9,34 @@ import queue
 import sqlite3
 import threading
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
-from typing import Any, Protocol, TypeVar, runtime_checkable
+from typing import Any, TypeVar
 
 import anyio
 import attrs
-
-from ._errors import KlingError, Scope
-from ._lifetime import AsyncClosing
 
 try:
     import fcntl
 except ImportError:  # pragma: no cover -- Windows
     fcntl = None  # type: ignore[assignment]
 
+from .records import (
+    ErrorRecord,
+    FileRecord,
+    JobRecord,
+    JobState,
+    JournalConflict,
+    JournalError,
+    JournalStatistics,
+    ResumePlan,
+    new_batch_id,
+)
+from .store import RowRules
+
 __all__ = [
-    "ErrorRecord",
-    "FileRecord",
-    "JobRecord",
-    "JobState",
-    "JobStore",
-    "JournalConflict",
-    "JournalError",
-    "JournalStatistics",
-    "MemoryStore",
-    "ResumePlan",
     "SqliteJournal",
-    "fingerprint",
 ]
+
 
 _T = TypeVar("_T")
 _SCHEMA_VERSION = 1
@@ -68,556 +47,6 @@ _MAX_GROUP = 2048
 # their commit) stays open this long for more of them, unless a durable write, a flush or
 # the close commits it sooner: feeding 2,000 jobs one by one costs a few commits, not 2,000.
 _LAZY_COMMIT_DELAY = 0.05
-
-
-class JobState(enum.Enum):
-    """Where a job stands, as written in the journal."""
-
-    PENDING = "PENDING"
-    SUBMITTING = "SUBMITTING"
-    SUBMITTED = "SUBMITTED"
-    SUCCEEDED = "SUCCEEDED"
-    FAILED = "FAILED"
-    TIMED_OUT = "TIMED_OUT"
-    STOPPED = "STOPPED"
-    DOWNLOADED = "DOWNLOADED"
-
-    @property
-    def is_final(self) -> bool:
-        """True when a resume yields the job from the journal without any network call."""
-        return self in _FINAL
-
-
-_FINAL = frozenset({JobState.FAILED, JobState.TIMED_OUT, JobState.DOWNLOADED})
-_TERMINAL = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.TIMED_OUT})
-# Allowed moves; anything else is an engine bug and raises instead of corrupting the row.
-_TRANSITIONS: Mapping[JobState, frozenset[JobState]] = {
-    JobState.PENDING: frozenset(
-        {JobState.SUBMITTING, JobState.FAILED, JobState.STOPPED, JobState.TIMED_OUT}
-    ),
-    JobState.STOPPED: frozenset(
-        {JobState.SUBMITTING, JobState.FAILED, JobState.STOPPED, JobState.TIMED_OUT}
-    ),
-    JobState.SUBMITTING: frozenset(
-        {
-            JobState.SUBMITTING,
-            JobState.SUBMITTED,
-            JobState.FAILED,
-            JobState.STOPPED,
-            JobState.TIMED_OUT,
-            # adopted from a lookup by external id that found the task already finished
-            JobState.SUCCEEDED,
-        }
-    ),
-    JobState.SUBMITTED: frozenset(
-        {JobState.SUBMITTED, JobState.SUCCEEDED, JobState.FAILED, JobState.TIMED_OUT}
-    ),
-    # a timed-out task keeps its slot and is polled until the server says it ended
-    JobState.TIMED_OUT: frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.TIMED_OUT}),
-    JobState.SUCCEEDED: frozenset({JobState.DOWNLOADED}),
-    JobState.FAILED: frozenset(),
-    JobState.DOWNLOADED: frozenset(),
-}
-
-
-class JournalConflict(ValueError):  # noqa: N818 -- the name the contract uses
-    """A key was added again with a different request (or a journal holds another batch)."""
-
-    def __init__(self, message: str, *, key: str | None = None) -> None:
-        super().__init__(message)
-        self.key = key
-
-
-class JournalError(KlingError, RuntimeError):
-    """The journal cannot be used: disk full, corrupt file, in use, illegal state change.
-
-    Scope BATCH: a batch that cannot record its steps must not take them.
-    """
-
-    default_scope = Scope.BATCH
-
-
-def fingerprint(record: Mapping[str, Any]) -> str:
-    """Return the sha256 hex digest of a request record in canonical JSON.
-
-    Canonical: keys sorted, no whitespace, UTF-8; so the same request always gives the same
-    fingerprint, across processes and Python versions.
-    """
-    text = json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-@attrs.frozen
-class ErrorRecord:
-    """Why a job failed, or why its download did: enough to report it and to retry later."""
-
-    type: str
-    message: str
-    code: int | None = None
-    http_status: int | None = None
-    url: str | None = None
-    expires_at: float | None = None
-
-    @classmethod
-    def from_exception(
-        cls, exc: BaseException, *, url: str | None = None, expires_at: float | None = None
-    ) -> "ErrorRecord":
-        """Describe ``exc`` (a ``KlingError`` or any exception) for the journal."""
-        code = getattr(exc, "code", None)
-        status = getattr(exc, "http_status", None)
-        message = getattr(exc, "message", None)
-        return cls(
-            type=type(exc).__name__,
-            message=message if isinstance(message, str) else str(exc),
-            code=code if isinstance(code, int) else None,
-            http_status=status if isinstance(status, int) else None,
-            url=url if url is not None else _str_or_none(getattr(exc, "url", None)),
-            expires_at=expires_at if expires_at is not None else _float_or_none(exc),
-        )
-
-    def to_json(self) -> dict[str, Any]:
-        """Return the record as a JSON object."""
-        return attrs.asdict(self)
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> "ErrorRecord":
-        """Rebuild a record written by ``to_json`` (unknown keys are ignored)."""
-        names = {a.name for a in attrs.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
-
-
-@attrs.frozen
-class FileRecord:
-    """One downloaded result file: where it is and what it holds."""
-
-    path: str
-    sha256: str
-    size: int
-    url: str | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        """Return the record as a JSON object."""
-        return attrs.asdict(self)
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> "FileRecord":
-        """Rebuild a record written by ``to_json``."""
-        return cls(
-            path=str(data["path"]),
-            sha256=str(data["sha256"]),
-            size=int(data["size"]),
-            url=_str_or_none(data.get("url")),
-        )
-
-
-@attrs.frozen
-class JobRecord:
-    """One job's row as stored: a snapshot, never updated in place."""
-
-    key: str
-    kind: str
-    fingerprint: str
-    record: Mapping[str, Any]
-    state: JobState = JobState.PENDING
-    external_id: str | None = None
-    task_id: str | None = None
-    attempts: int = 0
-    result: Mapping[str, Any] | None = None
-    error: ErrorRecord | None = None
-    files: tuple[FileRecord, ...] = ()
-    created_at: float = 0.0
-    updated_at: float = 0.0
-    submitted_at: float | None = None
-    finished_at: float | None = None
-
-    def moved(self, state: JobState, **changes: Any) -> "JobRecord":
-        """Return this row in ``state`` with ``changes``.
-
-        Raises:
-            JournalError: the move is not allowed from the current state.
-        """
-        if state not in _TRANSITIONS[self.state]:
-            raise JournalError(
-                f"job {self.key!r}: illegal state change {self.state.value} -> {state.value}"
-            )
-        now = time.time()
-        if state in _TERMINAL and self.finished_at is None:
-            changes.setdefault("finished_at", now)
-        return attrs.evolve(self, state=state, updated_at=now, **changes)
-
-
-@attrs.frozen
-class ResumePlan:
-    """The rows of a journal grouped by what a resume does with them."""
-
-    finished: tuple[JobRecord, ...] = ()
-    """FAILED, TIMED_OUT, DOWNLOADED: yield from the journal, no network."""
-    succeeded: tuple[JobRecord, ...] = ()
-    """SUCCEEDED, not downloaded: yield (and download first when the batch has an out_dir)."""
-    submitted: tuple[JobRecord, ...] = ()
-    """SUBMITTED: the task exists (``task_id``); hand it straight to the poll scheduler."""
-    submitting: tuple[JobRecord, ...] = ()
-    """SUBMITTING (and STOPPED after a send): a create may have been sent; look it up by
-    ``external_id``, adopt the task or, if provably absent, send the create again."""
-    pending: tuple[JobRecord, ...] = ()
-    """PENDING and STOPPED before any send: never created; submit (request from ``record``)."""
-
-    @classmethod
-    def from_rows(cls, rows: Iterable[JobRecord]) -> "ResumePlan":
-        """Group ``rows`` by state, keeping their order."""
-        groups: dict[str, list[JobRecord]] = {
-            "finished": [],
-            "succeeded": [],
-            "submitted": [],
-            "submitting": [],
-            "pending": [],
-        }
-        for row in rows:
-            group = _PLAN_GROUP[row.state]
-            if row.state is JobState.STOPPED and row.attempts:
-                # stopped after a create was sent: it may exist, so look it up first
-                group = "submitting"
-            groups[group].append(row)
-        return cls(**{name: tuple(rows) for name, rows in groups.items()})
-
-    def rows(self) -> tuple[JobRecord, ...]:
-        """Every row of the plan, group after group."""
-        return (*self.finished, *self.succeeded, *self.submitted, *self.submitting, *self.pending)
-
-    def __len__(self) -> int:
-        return (
-            len(self.finished)
-            + len(self.succeeded)
-            + len(self.submitted)
-            + len(self.submitting)
-            + len(self.pending)
-        )
-
-
-_PLAN_GROUP: Mapping[JobState, str] = {
-    JobState.FAILED: "finished",
-    JobState.TIMED_OUT: "finished",
-    JobState.DOWNLOADED: "finished",
-    JobState.SUCCEEDED: "succeeded",
-    JobState.SUBMITTED: "submitted",
-    JobState.SUBMITTING: "submitting",
-    JobState.PENDING: "pending",
-    JobState.STOPPED: "pending",
-}
-
-
-@attrs.frozen
-class JournalStatistics:
-    """Counters of a job store, for benchmarks and progress displays."""
-
-    jobs: int
-    states: Mapping[JobState, int]
-    writes: int
-    """State changes and adds applied."""
-    commits: int
-    """Transactions committed (each one fsync with synchronous=FULL)."""
-    largest_group: int
-    """Most operations that shared one commit."""
-    queued: int
-    """Operations waiting for the writer thread."""
-
-
-@runtime_checkable
-class JobStore(Protocol):
-    """Where a batch keeps its jobs; SQLite here, a server database later.
-
-    Every ``mark_*`` and ``add`` returns after the change is durable (committed), so the
-    caller may then take the step the change guards (except ``add(..., durable=False)``,
-    made durable by the next durable write). Concurrent callers share commits.
-    A key is unique within the store; a store belongs to one batch (``batch_id``).
-    """
-
-    @property
-    def batch_id(self) -> str:
-        """The batch this store belongs to (part of every external task id)."""
-        ...
-
-    @property
-    def options(self) -> Mapping[str, Any]:
-        """Options saved when the batch was created (JSON object)."""
-        ...
-
-    async def add(
-        self,
-        key: str,
-        kind: str,
-        fingerprint: str,
-        record: Mapping[str, Any],
-        *,
-        durable: bool = True,
-    ) -> JobRecord | None:
-        """Add a PENDING job; return None if new, or the existing row if the same job is known.
-
-        ``durable=True`` (the default) returns once the row is committed, like every
-        ``mark_*``. ``durable=False`` returns once the same-key check is answered, in order
-        with every other write, and lets the commit come later: the row is durable no
-        later than the next durable write of the store returns (a store applies writes in
-        order), so the ``mark_submitting`` guarding the job's create commits it too. A
-        PENDING row guards nothing paid for; lost in a crash, it is re-added by the feed
-        of the resumed run, as if the crash had come a moment earlier. The engine adds
-        with ``durable=False``.
-
-        Raises:
-            JournalConflict: ``key`` is known with another fingerprint.
-        """
-        ...
-
-    async def mark_submitting(self, key: str, external_id: str) -> JobRecord:
-        """Record that a create is about to be sent (counts one attempt)."""
-        ...
-
-    async def mark_submitted(self, key: str, task_id: str) -> JobRecord:
-        """Record that the task exists on the server."""
-        ...
-
-    async def mark_terminal(
-        self,
-        key: str,
-        state: JobState,
-        *,
-        result: Mapping[str, Any] | None = None,
-        error: ErrorRecord | None = None,
-    ) -> JobRecord:
-        """Record that the job ended: SUCCEEDED, FAILED, TIMED_OUT or STOPPED."""
-        ...
-
-    async def mark_downloaded(self, key: str, files: Iterable[FileRecord]) -> JobRecord:
-        """Record the result files of a SUCCEEDED job (state DOWNLOADED)."""
-        ...
-
-    async def mark_download_failed(self, key: str, error: ErrorRecord) -> JobRecord:
-        """Keep the job SUCCEEDED-not-downloaded with why (URL, expiry), for a later resume."""
-        ...
-
-    async def get(self, key: str) -> JobRecord | None:
-        """Return the row of ``key``, or None."""
-        ...
-
-    async def resume(self) -> ResumePlan:
-        """Return every row, grouped by what a resume does with it."""
-        ...
-
-    async def flush(self) -> None:
-        """Return when every change made so far is durable."""
-        ...
-
-    def statistics(self) -> JournalStatistics:
-        """Return the store's counters."""
-        ...
-
-    async def aclose(self) -> None:
-        """Flush and release the store."""
-        ...
-
-
-class _Rows:
-    """The transition logic shared by both stores, over any key -> row mapping."""
-
-    @staticmethod
-    def add(
-        existing: JobRecord | None,
-        key: str,
-        kind: str,
-        print_: str,
-        record: Mapping[str, Any],
-    ) -> tuple[JobRecord | None, JobRecord | None]:
-        """Return (row to insert, existing row to return)."""
-        if existing is not None:
-            if existing.fingerprint != print_:
-                raise JournalConflict(
-                    f"job {key!r} is already in the journal with a different request",
-                    key=key,
-                )
-            return None, existing
-        now = time.time()
-        row = JobRecord(
-            key=key,
-            kind=kind,
-            fingerprint=print_,
-            record=record,
-            created_at=now,
-            updated_at=now,
-        )
-        return row, None
-
-    @staticmethod
-    def require(row: JobRecord | None, key: str) -> JobRecord:
-        if row is None:
-            raise KeyError(key)
-        return row
-
-    @staticmethod
-    def submitting(row: JobRecord, external_id: str) -> JobRecord:
-        return row.moved(JobState.SUBMITTING, external_id=external_id, attempts=row.attempts + 1)
-
-    @staticmethod
-    def submitted(row: JobRecord, task_id: str) -> JobRecord:
-        return row.moved(
-            JobState.SUBMITTED,
-            task_id=task_id,
-            submitted_at=row.submitted_at if row.submitted_at is not None else time.time(),
-        )
-
-    @staticmethod
-    def terminal(
-        row: JobRecord,
-        state: JobState,
-        result: Mapping[str, Any] | None,
-        error: ErrorRecord | None,
-    ) -> JobRecord:
-        if state not in _TERMINAL and state is not JobState.STOPPED:
-            raise ValueError(f"not an end state: {state.value}")
-        task_id = row.task_id
-        if result is not None and task_id is None:
-            found = result.get("task_id")
-            task_id = found if isinstance(found, str) else None
-        return row.moved(
-            state,
-            result=result if result is not None else row.result,
-            error=error,
-            task_id=task_id,
-        )
-
-    @staticmethod
-    def downloaded(row: JobRecord, files: Iterable[FileRecord]) -> JobRecord:
-        return row.moved(JobState.DOWNLOADED, files=tuple(files), error=None)
-
-    @staticmethod
-    def download_failed(row: JobRecord, error: ErrorRecord) -> JobRecord:
-        if row.state is not JobState.SUCCEEDED:
-            raise JournalError(
-                f"job {row.key!r}: a download failure needs SUCCEEDED, not {row.state.value}"
-            )
-        return attrs.evolve(row, error=error, updated_at=time.time())
-
-
-class MemoryStore(AsyncClosing):
-    """A ``JobStore`` in memory: the same rules as the journal, nothing survives the process.
-
-    Args:
-        batch_id: The batch id (a fresh one when None).
-        options: Kept as ``options``.
-        keep_records: Keep each job's request record. A batch without a journal never
-            rebuilds a request, so it passes False: rows stay small (key, fingerprint,
-            state) however large the requests are (base64 images).
-    """
-
-    def __init__(
-        self,
-        *,
-        batch_id: str | None = None,
-        options: Mapping[str, Any] | None = None,
-        keep_records: bool = True,
-    ) -> None:
-        self._keep_records = keep_records
-        self._batch_id = batch_id or new_batch_id()
-        self._options: Mapping[str, Any] = dict(options or {})
-        self._rows: dict[str, JobRecord] = {}
-        self._states: dict[JobState, int] = dict.fromkeys(JobState, 0)
-        self._writes = 0
-
-    @property
-    def batch_id(self) -> str:
-        """The batch this store belongs to."""
-        return self._batch_id
-
-    @property
-    def options(self) -> Mapping[str, Any]:
-        """Options given when the store was made."""
-        return self._options
-
-    async def __aenter__(self) -> "MemoryStore":
-        return self
-
-    def _put(self, row: JobRecord, old: JobRecord | None) -> JobRecord:
-        if old is not None:
-            self._states[old.state] -= 1
-        self._states[row.state] += 1
-        self._rows[row.key] = row
-        self._writes += 1
-        return row
-
-    def _change(self, key: str, move: Callable[[JobRecord], JobRecord]) -> JobRecord:
-        old = _Rows.require(self._rows.get(key), key)
-        return self._put(move(old), old)
-
-    async def add(
-        self,
-        key: str,
-        kind: str,
-        fingerprint: str,
-        record: Mapping[str, Any],
-        *,
-        durable: bool = True,
-    ) -> JobRecord | None:
-        """Add a PENDING job; see ``JobStore.add`` (``durable`` changes nothing in memory)."""
-        del durable
-        new, existing = _Rows.add(self._rows.get(key), key, kind, fingerprint, record)
-        if new is not None:
-            self._put(new if self._keep_records else attrs.evolve(new, record={}), None)
-        return existing
-
-    async def mark_submitting(self, key: str, external_id: str) -> JobRecord:
-        """See ``JobStore.mark_submitting``."""
-        return self._change(key, lambda row: _Rows.submitting(row, external_id))
-
-    async def mark_submitted(self, key: str, task_id: str) -> JobRecord:
-        """See ``JobStore.mark_submitted``."""
-        return self._change(key, lambda row: _Rows.submitted(row, task_id))
-
-    async def mark_terminal(
-        self,
-        key: str,
-        state: JobState,
-        *,
-        result: Mapping[str, Any] | None = None,
-        error: ErrorRecord | None = None,
-    ) -> JobRecord:
-        """See ``JobStore.mark_terminal``."""
-        return self._change(key, lambda row: _Rows.terminal(row, state, result, error))
-
-    async def mark_downloaded(self, key: str, files: Iterable[FileRecord]) -> JobRecord:
-        """See ``JobStore.mark_downloaded``."""
-        return self._change(key, lambda row: _Rows.downloaded(row, files))
-
-    async def mark_download_failed(self, key: str, error: ErrorRecord) -> JobRecord:
-        """See ``JobStore.mark_download_failed``."""
-        return self._change(key, lambda row: _Rows.download_failed(row, error))
-
-    async def get(self, key: str) -> JobRecord | None:
-        """Return the row of ``key``, or None."""
-        return self._rows.get(key)
-
-    async def resume(self) -> ResumePlan:
-        """Return every row grouped by what a resume does with it."""
-        return ResumePlan.from_rows(self._rows.values())
-
-    async def flush(self) -> None:
-        """Nothing to flush in memory."""
-
-    def statistics(self) -> JournalStatistics:
-        """Return the store's counters."""
-        return JournalStatistics(
-            jobs=len(self._rows),
-            states=dict(self._states),
-            writes=self._writes,
-            commits=self._writes,
-            largest_group=1 if self._writes else 0,
-            queued=0,
-        )
-
-    async def aclose(self) -> None:
-        """Nothing to release in memory."""
-
-
-def new_batch_id() -> str:
-    """Return a fresh batch id: short, unique, safe inside an external task id."""
-    return uuid.uuid4().hex[:16]
 
 
 _SCHEMA = """
@@ -656,15 +85,6 @@ _COLUMNS = (
 
 def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-
-
-def _str_or_none(value: object) -> str | None:
-    return value if isinstance(value, str) else None
-
-
-def _float_or_none(exc: BaseException) -> float | None:
-    value = getattr(exc, "expires_at", None)
-    return float(value) if isinstance(value, int | float) else None
 
 
 def _row_values(row: JobRecord) -> tuple[Any, ...]:
@@ -1125,7 +545,7 @@ class SqliteJournal:
         self, key: str, move: Callable[[JobRecord], JobRecord]
     ) -> Callable[[sqlite3.Connection], JobRecord]:
         def op(conn: sqlite3.Connection) -> JobRecord:
-            old = _Rows.require(self._select(conn, key), key)
+            old = RowRules.require(self._select(conn, key), key)
             return self._update(conn, old, move(old))
 
         return op
@@ -1149,7 +569,7 @@ class SqliteJournal:
         record = dict(record)
 
         def op(conn: sqlite3.Connection) -> JobRecord | None:
-            new, existing = _Rows.add(self._select(conn, key), key, kind, fingerprint, record)
+            new, existing = RowRules.add(self._select(conn, key), key, kind, fingerprint, record)
             if new is not None:
                 self._insert(conn, new)
             return existing
@@ -1158,11 +578,13 @@ class SqliteJournal:
 
     async def mark_submitting(self, key: str, external_id: str) -> JobRecord:
         """See ``JobStore.mark_submitting``; durable when it returns."""
-        return await self._call(self._change(key, lambda row: _Rows.submitting(row, external_id)))
+        return await self._call(
+            self._change(key, lambda row: RowRules.submitting(row, external_id))
+        )
 
     async def mark_submitted(self, key: str, task_id: str) -> JobRecord:
         """See ``JobStore.mark_submitted``."""
-        return await self._call(self._change(key, lambda row: _Rows.submitted(row, task_id)))
+        return await self._call(self._change(key, lambda row: RowRules.submitted(row, task_id)))
 
     async def mark_terminal(
         self,
@@ -1174,17 +596,17 @@ class SqliteJournal:
     ) -> JobRecord:
         """See ``JobStore.mark_terminal``."""
         return await self._call(
-            self._change(key, lambda row: _Rows.terminal(row, state, result, error))
+            self._change(key, lambda row: RowRules.terminal(row, state, result, error))
         )
 
     async def mark_downloaded(self, key: str, files: Iterable[FileRecord]) -> JobRecord:
         """See ``JobStore.mark_downloaded``."""
         files = tuple(files)
-        return await self._call(self._change(key, lambda row: _Rows.downloaded(row, files)))
+        return await self._call(self._change(key, lambda row: RowRules.downloaded(row, files)))
 
     async def mark_download_failed(self, key: str, error: ErrorRecord) -> JobRecord:
         """See ``JobStore.mark_download_failed``."""
-        return await self._call(self._change(key, lambda row: _Rows.download_failed(row, error)))
+        return await self._call(self._change(key, lambda row: RowRules.download_failed(row, error)))
 
     async def get(self, key: str) -> JobRecord | None:
         """Return the row of ``key``, or None."""

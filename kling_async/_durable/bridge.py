@@ -11,21 +11,14 @@ from collections.abc import Callable, Iterable
 
 import attrs
 
-from . import _errors
-from ._download import Downloader
-from ._engine._outcome import JobStatus, Outcome
-from ._errors import DownloadError, InvalidRequest, KlingError, Scope
-from ._journal import (
-    ErrorRecord,
-    FileRecord,
-    JobRecord,
-    JobState,
-    JobStore,
-    ResumePlan,
-    fingerprint,
-)
-from ._models import Kind, Request
-from ._wire import parse_task, request_from_record, request_to_record, task_to_wire
+from .._api.wire import parse_task, request_from_record, request_to_record, task_to_wire
+from .._core import errors as _errors
+from .._core.errors import DownloadError, InvalidRequest, KlingError, Scope
+from .._core.models import Kind, Request
+from .._engine._outcome import JobStatus, Outcome
+from .downloads import Downloader
+from .records import ErrorRecord, FileRecord, JobRecord, JobState, ResumePlan, fingerprint
+from .store import JobStore
 
 __all__ = [
     "JournalBatchStore",

@@ -21,7 +21,7 @@ from typing import Final
 
 import attrs
 
-from . import _cli_api as ka
+import kling_async as ka
 
 __all__ = [
     "ImageRef",
