@@ -1,4 +1,4 @@
-"""The simulator's result files (real images and animations) and running it stand-alone."""
+"""The simulator's result files (real PNG images, H.264 MP4 videos) and running it stand-alone."""
 
 import asyncio
 import base64
@@ -7,7 +7,9 @@ import runpy
 import signal
 import sys
 import time
+from typing import Any
 
+import av
 import pytest
 from PIL import Image
 
@@ -51,19 +53,116 @@ async def test_image_results_are_real_pngs_in_the_asked_aspect_ratio() -> None:
         assert api.sim.statistics().files_served == 2
 
 
-async def test_video_results_are_animated_gifs_made_from_the_inputs() -> None:
-    """The video result is a looping animated GIF with many frames, even from URL inputs."""
+async def _video_url(api, **fields) -> str:
+    _, body = await api.create(VIDEO, **fields)
+    api.sim.advance(60)
+    [video] = (await api.task(VIDEO, body["data"]["task_id"]))["task_result"]["videos"]
+    assert video["url"].split("?")[0].endswith(".mp4")
+    return str(video["url"])
+
+
+def _decode(data: bytes) -> tuple[str, int, float, tuple[int, int], list[Image.Image]]:
+    """Codec, frame count, duration (s), size and a few frames of an MP4, decoded by PyAV."""
+    with av.open(io.BytesIO(data), mode="r") as container:
+        assert container.format.name.startswith("mov,mp4")
+        stream = container.streams.video[0]
+        frames = [frame.to_image() for frame in container.decode(stream)]
+        assert container.duration is not None
+        duration = container.duration / av.time_base
+        return (
+            stream.codec_context.name,
+            len(frames),
+            duration,
+            (stream.width, stream.height),
+            frames,
+        )
+
+
+@pytest.mark.parametrize(
+    ("duration", "ratio", "size"), [("5", "9:16", (180, 320)), ("10", "16:9", (320, 180))]
+)
+async def test_video_results_are_h264_mp4s_of_the_asked_duration(duration, ratio, size) -> None:
+    """The video result is an H.264 MP4 whose frame count is fps x the asked duration."""
     async with running(durations=FIXED) as api:
-        _, body = await api.create(VIDEO, aspect_ratio="9:16")
-        api.sim.advance(60)
-        [video] = (await api.task(VIDEO, body["data"]["task_id"]))["task_result"]["videos"]
-        status, data, content_type = await _download(api, video["url"])
-        assert (status, content_type) == (200, "image/gif")
-        with Image.open(io.BytesIO(data)) as opened:
-            assert opened.format == "GIF"
-            assert getattr(opened, "is_animated", False)
-            assert getattr(opened, "n_frames", 1) >= 10
-            assert opened.size == (180, 320)
+        url = await _video_url(api, duration=duration, aspect_ratio=ratio)
+        status, data, content_type = await _download(api, url)
+    assert (status, content_type) == (200, "video/mp4")
+    codec, count, seconds, got_size, _ = _decode(data)
+    assert codec == "h264"
+    assert count == _media.VIDEO_FPS * int(duration)
+    assert seconds == pytest.approx(int(duration), abs=0.01)
+    assert got_size == size
+    assert data.index(b"moov") < data.index(b"mdat")  # fast start: playable while it downloads
+    assert len(data) < 200_000
+
+
+async def test_video_frames_show_the_inputs_in_turn() -> None:
+    """The first frames show the first input and the last frames the last one (colours kept)."""
+    red, blue = picture(400, 400, colour="red"), picture(400, 400, colour="blue")
+    async with running(durations=FIXED) as api:
+        url = await _video_url(
+            api, image_list=[{"image": red}, {"image": blue}], aspect_ratio="1:1"
+        )
+        data = (await _download(api, url))[1]
+    *_, frames = _decode(data)
+    first = frames[0].getpixel((160, 100))
+    last = frames[-1].getpixel((160, 100))
+    assert isinstance(first, tuple)
+    assert isinstance(last, tuple)
+    assert first[0] > 200 > 60 > first[2]
+    assert last[2] > 200 > 60 > last[0]
+
+
+def test_one_input_makes_a_video_too() -> None:
+    """A single input (now allowed) still makes a video of the full duration."""
+    _, count, seconds, _, _ = _decode(_media.compose_video((None,), "16:9", "5"))
+    assert count == 5 * _media.VIDEO_FPS
+    assert seconds == pytest.approx(5, abs=0.01)
+
+
+async def _get(api, url: str, **headers: str) -> tuple[int, bytes, Any]:
+    async with api.session.get(url, headers=headers) as response:
+        return response.status, await response.read(), response.headers.copy()
+
+
+async def test_result_files_answer_byte_ranges_like_a_file_host() -> None:
+    """A Range request gets 206, the asked bytes and Content-Range; a whole file, Accept-Ranges."""
+    async with running(durations=FIXED) as api:
+        url = await _video_url(api)
+        status, whole, headers = await _get(api, url)
+        assert (status, headers["Accept-Ranges"]) == (200, "bytes")
+        size = len(whole)
+        cases = {
+            "bytes=0-99": (0, 100),
+            "bytes=100-": (100, size),
+            "bytes=-50": (size - 50, size),
+            f"bytes=10-{size + 500}": (10, size),
+        }
+        for header, (start, stop) in cases.items():
+            status, part, headers = await _get(api, url, Range=header)
+            assert status == 206, header
+            assert part == whole[start:stop], header
+            assert headers["Content-Range"] == f"bytes {start}-{stop - 1}/{size}"
+            assert headers["Content-Type"] == "video/mp4"
+            assert int(headers["Content-Length"]) == stop - start
+
+
+async def test_range_edge_cases_follow_rfc_9110() -> None:
+    """Past the end is 416; a malformed range or a stale If-Range gets the whole file."""
+    async with running(durations=FIXED) as api:
+        url = await _video_url(api)
+        _, whole, headers = await _get(api, url)
+        size = len(whole)
+        status, _, past = await _get(api, url, Range=f"bytes={size}-")
+        assert (status, past["Content-Range"]) == (416, f"bytes */{size}")
+        for header in ("bytes=5-2", "items=0-1", "bytes=0-1,5-6"):
+            status, body, _ = await _get(api, url, Range=header)
+            assert (status, body) == (200, whole), header
+        status, body, _ = await _get(api, url, Range="bytes=0-9", **{"If-Range": '"stale"'})
+        assert (status, body) == (200, whole)
+        status, body, _ = await _get(api, url, Range="bytes=0-9", **{"If-Range": headers["ETag"]})
+        assert (status, body) == (206, whole[:10])
+        assert api.sim.statistics().files_served == 6  # 200s and 206s, not the 416
 
 
 async def test_concurrent_downloads_compose_the_file_once() -> None:

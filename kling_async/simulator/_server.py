@@ -66,8 +66,10 @@ _PARSE_IN_THREAD_BYTES = 256 * 1024
 _MAX_BODY = 64 * 1024 * 1024
 
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-# (kind, aspect ratio, image index or 0, digest of the inputs): what a result file is made from
-_FileKey = tuple[str, str, int, bytes]
+# (kind, aspect ratio, image index or 0, video duration or "", digest of the inputs): what a
+# result file is made from
+_FileKey = tuple[str, str, int, str, bytes]
+_CONTENT_TYPES = {"video": "video/mp4", "image": "image/png"}
 
 
 class _Answer(Exception):  # noqa: N818 - control flow carrying a finished response
@@ -264,7 +266,7 @@ class Simulator:
         return hmac.new(self._file_key, message, hashlib.sha256).hexdigest()[:32]
 
     def _result_url(self, task: SimTask, index: int) -> str:
-        name = f"{index}.gif" if task.kind == "video" else f"{index}.png"
+        name = f"{index}.mp4" if task.kind == "video" else f"{index}.png"
         expires = self._clock.epoch_ms(task.ended + self.config.url_ttl)
         sig = self._signature(task.kind, task.task_id, name, expires)
         return (
@@ -567,7 +569,7 @@ class Simulator:
 
     async def _file(self, request: web.Request) -> web.StreamResponse:
         response = await self._serve_file(request)
-        if response.status == 200:
+        if response.status in (200, 206):
             self._counters.files_served += 1
         return self._count("file", response)
 
@@ -589,11 +591,11 @@ class Simulator:
             data = await self._result_file(task, int(name.split(".")[0]))
         except Exception:  # a broken result is a 500 for this download only
             return web.Response(status=500, text="InternalError: could not make the result file")
-        content_type = "image/gif" if kind == "video" else "image/png"
-        return web.Response(body=data, content_type=content_type)
+        etag = f'"{hashlib.sha256(data).hexdigest()[:32]}"'
+        return _ranged(request, data, _CONTENT_TYPES[kind], etag)
 
     async def _result_file(self, task: SimTask, index: int) -> bytes:
-        from ._media import compose_image, compose_video  # noqa: PLC0415 - Pillow is an optional extra
+        from ._media import compose_image, compose_video  # noqa: PLC0415 - Pillow/PyAV: optional
 
         key = self._content_key(task, index)
         cached = self._files.get(key)
@@ -607,7 +609,9 @@ class Simulator:
             spec = task.spec
             loop = asyncio.get_running_loop()
             if task.kind == "video":
-                making = loop.run_in_executor(None, compose_video, spec.inputs, spec.aspect_ratio)
+                making = loop.run_in_executor(
+                    None, compose_video, spec.inputs, spec.aspect_ratio, spec.duration
+                )
             else:
                 making = loop.run_in_executor(
                     None, compose_image, spec.inputs, spec.background, spec.aspect_ratio, index
@@ -619,7 +623,7 @@ class Simulator:
     def _content_key(self, task: SimTask, index: int) -> _FileKey:
         """What a result file is made from: tasks with the same inputs share one file.
 
-        Composing is pure but slow (a GIF takes ~0.1 s): thousands of tasks made from URL
+        Composing is pure but not free (an MP4 takes 20-60 ms): thousands of tasks made from URL
         inputs (placeholders) would otherwise compose the same picture thousands of times.
         """
         spec = task.spec
@@ -629,7 +633,9 @@ class Simulator:
             for data in (*spec.inputs, spec.background):
                 hasher.update(b"-" if data is None else b"+" + hashlib.sha256(data).digest())
             digest = self._input_digests[task.task_id] = hasher.digest()
-        return (task.kind, spec.aspect_ratio, index if task.kind == "image" else 0, digest)
+        if task.kind == "image":
+            return (task.kind, spec.aspect_ratio, index, "", digest)
+        return (task.kind, spec.aspect_ratio, 0, spec.duration, digest)
 
     def _made(self, key: _FileKey, future: "asyncio.Future[bytes]") -> None:
         del self._making[key]
@@ -668,3 +674,32 @@ class Simulator:
         return self._count(
             "unknown", self._error(404, 1202, f"no such method: {request.method} {request.path}")
         )
+
+
+def _ranged(request: web.Request, data: bytes, content_type: str, etag: str) -> web.Response:
+    """Serve ``data`` as a file host does: ``Accept-Ranges``, a single byte range as 206.
+
+    aiohttp parses the ``Range`` header (``request.http_range``). As RFC 9110 allows, a
+    malformed or multi-range header, or an ``If-Range`` that does not match the ETag,
+    gets the whole file; a range starting past the end gets 416.
+    """
+    headers = {"Accept-Ranges": "bytes", "ETag": etag}
+    size = len(data)
+    whole = web.Response(body=data, content_type=content_type, headers=headers)
+    if_range = request.headers.get("If-Range")
+    if "Range" not in request.headers or (if_range is not None and if_range != etag):
+        return whole
+    try:
+        wanted = request.http_range
+    except ValueError:
+        return whole
+    assert wanted.start is not None  # http_range gives a start whenever Range parses
+    start = max(0, size + wanted.start) if wanted.start < 0 else wanted.start  # "-N": last N
+    if start >= size:
+        headers["Content-Range"] = f"bytes */{size}"
+        return web.Response(status=416, headers=headers)
+    stop = size if wanted.stop is None else min(wanted.stop, size)
+    headers["Content-Range"] = f"bytes {start}-{stop - 1}/{size}"
+    return web.Response(
+        status=206, body=data[start:stop], content_type=content_type, headers=headers
+    )
