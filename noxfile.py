@@ -28,7 +28,7 @@ COVERAGE_GATE = "95"
 
 
 def _install(session: nox.Session, *extra: str) -> None:
-    session.install("-e", ".[simulator]", *extra)
+    session.install("-e", ".[simulator,kling]", *extra)
 
 
 @nox.session(python=PYTHONS)

@@ -37,6 +37,8 @@ from kling_async._core.models import (
 )
 from tests._core_helpers import CANARY_KEY, json_response, ok, png_bytes, task_body
 
+JWT_SECRET = "kling-test-secret-key-0123456789abcdef"  # PyJWT warns under 32 bytes
+
 URL = Image.from_url("https://example.invalid/a.png")
 VIDEO = MultiImageToVideo(images=[URL, URL], prompt="walk")
 IMAGE = MultiImageToImage(images=[URL, URL], scene_image=URL, n=2)
@@ -250,7 +252,7 @@ async def test_jwt_is_reminted_after_1004(monkeypatch: pytest.MonkeyPatch) -> No
         json_response(401, {"code": 1001, "message": "bad key"}),
     ]
     transport = MockTransport(lambda r: answers.pop(0))
-    client = Client(profile=Kling(access_key="ak", secret_key="sk"), transport=transport)
+    client = Client(profile=Kling(access_key="ak", secret_key=JWT_SECRET), transport=transport)
     with pytest.raises(AuthenticationError):
         await client.get_task(Kind.VIDEO, "1")
     assert dropped == ["x"]
@@ -438,7 +440,7 @@ async def test_echoed_token_is_scrubbed() -> None:
         echoed = request.headers["Authorization"]
         return json_response(401, {"code": 1001, "message": f"bad auth: {echoed}"})
 
-    for profile in (CometAPI(CANARY_KEY), Kling(access_key="ak", secret_key="sk")):
+    for profile in (CometAPI(CANARY_KEY), Kling(access_key="ak", secret_key=JWT_SECRET)):
         client = Client(profile=profile, transport=MockTransport(handler))
         with pytest.raises(AuthenticationError) as caught:
             await client.get_task(Kind.VIDEO, "1")

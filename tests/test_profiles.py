@@ -4,8 +4,11 @@ import base64
 import hashlib
 import hmac
 import json
+import sys
+import time
 
 import attrs
+import jwt
 import pytest
 
 from kling_async._api.profiles import (
@@ -18,6 +21,9 @@ from kling_async._api.profiles import (
     mint_jwt,
 )
 from kling_async._core.models import Kind
+
+# PyJWT warns about HMAC keys under 32 bytes (Kling's secret keys are longer).
+SECRET = "kling-test-secret-key-0123456789abcdef"
 
 
 def _decode(segment: str) -> dict[str, object]:
@@ -61,12 +67,12 @@ def test_keys_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None
     """A missing key is read from COMETAPI_KEY / KLING_* variables."""
     monkeypatch.setenv("COMETAPI_KEY", "env-key")
     monkeypatch.setenv("KLING_ACCESS_KEY", "ak")
-    monkeypatch.setenv("KLING_SECRET_KEY", "sk")
+    monkeypatch.setenv("KLING_SECRET_KEY", SECRET)
     monkeypatch.delenv("KLING_API_KEY", raising=False)
     assert CometAPI().api_key == "env-key"
     assert CometAPI("explicit").api_key == "explicit"
     kling = Kling()
-    assert (kling.api_key, kling.access_key, kling.secret_key) == (None, "ak", "sk")
+    assert (kling.api_key, kling.access_key, kling.secret_key) == (None, "ak", SECRET)
     assert kling.has_credentials()
     monkeypatch.delenv("COMETAPI_KEY")
     assert not CometAPI().has_credentials()
@@ -82,17 +88,41 @@ def test_reprs_hide_every_secret() -> None:
 
 def test_jwt_is_hs256_with_the_documented_claims() -> None:
     """The JWT has iss=access key, exp=now+1800, nbf=now-5 and a valid HS256 signature."""
-    token = mint_jwt("ak", "sk", now=1_000_000.7, ttl=1800)
+    token = mint_jwt("ak", SECRET, now=1_000_000.7, ttl=1800)
     header, payload, signature = token.split(".")
     assert _decode(header) == {"alg": "HS256", "typ": "JWT"}
     assert _decode(payload) == {"iss": "ak", "exp": 1_001_800, "nbf": 999_995}
-    expected = hmac.new(b"sk", f"{header}.{payload}".encode(), hashlib.sha256).digest()
+    expected = hmac.new(SECRET.encode(), f"{header}.{payload}".encode(), hashlib.sha256).digest()
     assert signature == base64.urlsafe_b64encode(expected).rstrip(b"=").decode()
+
+
+def test_minted_jwt_decodes_with_pyjwt_and_expires() -> None:
+    """PyJWT verifies the profile's token with the secret; it is refused once expired."""
+    profile = Kling(access_key="ak", secret_key=SECRET, jwt_ttl=1800)
+    now = time.time()
+    token = profile.authorization(now=now).removeprefix("Bearer ")
+    claims = jwt.decode(token, SECRET, algorithms=["HS256"], issuer="ak")
+    assert claims == {"iss": "ak", "exp": int(now) + 1800, "nbf": int(now) - 5}
+    with pytest.raises(jwt.InvalidSignatureError):
+        jwt.decode(token, "another-secret-key-of-32-bytes-or-more", algorithms=["HS256"])
+    old = mint_jwt("ak", SECRET, now=now - 1801, ttl=1800)
+    with pytest.raises(jwt.ExpiredSignatureError):
+        jwt.decode(old, SECRET, algorithms=["HS256"])
+
+
+def test_missing_pyjwt_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without PyJWT, a Kling profile with an access/secret pair fails naming the extra."""
+    monkeypatch.setitem(sys.modules, "jwt", None)
+    with pytest.raises(ImportError, match=r"pip install 'kling-async\[kling\]'"):
+        Kling(access_key="ak", secret_key=SECRET)
+    with pytest.raises(ImportError, match=r"kling-async\[kling\]"):
+        mint_jwt("ak", SECRET, now=0, ttl=10)
+    assert Kling("api-key", access_key="ak", secret_key=SECRET).authorization() == "Bearer api-key"
 
 
 def test_jwt_is_reminted_before_expiry() -> None:
     """A token is reused until refresh margin before expiry, then re-minted."""
-    profile = Kling(access_key="ak", secret_key="sk", jwt_ttl=1800, jwt_refresh_margin=300)
+    profile = Kling(access_key="ak", secret_key=SECRET, jwt_ttl=1800, jwt_refresh_margin=300)
     first = profile.authorization(now=1000.0)
     assert profile.authorization(now=1000.0 + 1499) == first
     second = profile.authorization(now=1000.0 + 1500)
@@ -113,7 +143,7 @@ def test_jwt_needs_both_keys() -> None:
 
 def test_api_key_wins_over_jwt() -> None:
     """An API key is used as is even when access/secret keys are also set."""
-    assert Kling("key", access_key="ak", secret_key="sk").authorization() == "Bearer key"
+    assert Kling("key", access_key="ak", secret_key=SECRET).authorization() == "Bearer key"
     CometAPI("k").invalidate_token()  # a no-op for plain keys
 
 
@@ -154,7 +184,7 @@ def test_refused_base_urls(url: str, message: str) -> None:
 
 def test_evolve_keeps_the_profile_valid() -> None:
     """attrs.evolve re-checks the base URL and gives the copy its own token cache."""
-    profile = Kling(access_key="ak", secret_key="sk")
+    profile = Kling(access_key="ak", secret_key=SECRET)
     token = profile.authorization(now=0.0)
     moved = attrs.evolve(profile, base_url="http://127.0.0.1:1")
     assert moved.base_url == "http://127.0.0.1:1"

@@ -4,11 +4,8 @@ A profile knows where each endpoint lives, how the scene image field is spelled 
 to authenticate. Keys never appear in a profile's repr.
 """
 
-import base64
-import hashlib
-import hmac
+import importlib
 import ipaddress
-import json
 import os
 import string
 import time
@@ -157,22 +154,37 @@ class CometAPI(Profile):
         return f"Bearer {self.api_key}"
 
 
-def _b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+_KLING_EXTRA: Final = "kling-async[kling]"
+
+
+_NO_PYJWT: Final = (
+    "the Kling profile's access/secret key auth signs a JWT with PyJWT, which is not "
+    f"installed: pip install '{_KLING_EXTRA}' (or give the Kling profile an api_key)"
+)
+
+
+def _require_pyjwt() -> None:
+    """Raise ImportError naming the ``kling`` extra when PyJWT is not installed."""
+    try:
+        importlib.import_module("jwt")
+    except ImportError:
+        raise ImportError(_NO_PYJWT) from None
 
 
 def mint_jwt(access_key: str, secret_key: str, *, now: float, ttl: int) -> str:
     """Mint Kling's HS256 JWT (``iss`` = access key, ``exp`` = now + ttl, ``nbf`` = now - 5).
 
-    Written by hand with hmac/hashlib: HS256 is a few lines and saves a dependency.
+    Signed by PyJWT (the ``kling`` extra).
+
+    Raises:
+        ImportError: PyJWT is not installed (the message names the extra).
     """
-    header = {"alg": "HS256", "typ": "JWT"}
-    payload = {"iss": access_key, "exp": int(now) + ttl, "nbf": int(now) - 5}
-    signing_input = ".".join(
-        _b64url(json.dumps(part, separators=(",", ":")).encode()) for part in (header, payload)
-    )
-    signature = hmac.new(secret_key.encode(), signing_input.encode(), hashlib.sha256).digest()
-    return f"{signing_input}.{_b64url(signature)}"
+    try:
+        import jwt  # noqa: PLC0415 - an optional extra, needed by this auth only
+    except ImportError:
+        raise ImportError(_NO_PYJWT) from None
+    claims = {"iss": access_key, "exp": int(now) + ttl, "nbf": int(now) - 5}
+    return jwt.encode(claims, secret_key, algorithm="HS256")
 
 
 @attrs.define
@@ -191,6 +203,10 @@ class Kling(Profile):
         secret_key: Secret key for JWT auth (``KLING_SECRET_KEY``).
         jwt_ttl: Lifetime of a minted token, seconds.
         jwt_refresh_margin: A token is re-minted this many seconds before it expires.
+
+    Raises:
+        ImportError: An access/secret pair (and no API key) without PyJWT installed; the
+            message names the ``kling`` extra.
     """
 
     api_key: str | None = attrs.field(
@@ -205,6 +221,10 @@ class Kling(Profile):
     jwt_ttl: int = 1800
     jwt_refresh_margin: int = 300
     _cache: _TokenCache = attrs.field(factory=_TokenCache, init=False, repr=False, eq=False)
+
+    def __attrs_post_init__(self) -> None:
+        if not self.api_key and self.access_key and self.secret_key:
+            _require_pyjwt()  # fail when the profile is made, not at the first request
 
     def has_credentials(self) -> bool:
         """True when an API key or an access/secret pair is set."""
