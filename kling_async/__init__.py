@@ -5,9 +5,13 @@ server lives in the public subpackage :mod:`kling_async.simulator`.
 """
 
 from ._api.images import validate_request as validate_request
+from ._api.profiles import COMETAPI_RULES as COMETAPI_RULES
+from ._api.profiles import KLING_RULES as KLING_RULES
 from ._api.profiles import CometAPI as CometAPI
+from ._api.profiles import KindRules as KindRules
 from ._api.profiles import Kling as Kling
 from ._api.profiles import Profile as Profile
+from ._api.profiles import Rules as Rules
 from ._api.transport import AiohttpTransport as AiohttpTransport
 from ._api.transport import HttpRequest as HttpRequest
 from ._api.transport import HttpResponse as HttpResponse
@@ -86,6 +90,8 @@ from ._webhooks.signing import WebhookVerifier as WebhookVerifier
 __version__ = "0.1.0"
 
 __all__ = [
+    "COMETAPI_RULES",
+    "KLING_RULES",
     "APIError",
     "AccountError",
     "AiohttpTransport",
@@ -122,6 +128,7 @@ __all__ = [
     "JournalConflict",
     "JournalError",
     "Kind",
+    "KindRules",
     "Kling",
     "KlingError",
     "Limits",
@@ -143,6 +150,7 @@ __all__ = [
     "Request",
     "RequestTimeout",
     "ResultExpired",
+    "Rules",
     "Scope",
     "ServerError",
     "SqliteJournal",

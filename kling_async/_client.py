@@ -78,6 +78,10 @@ class Client(AsyncClosing):
             Each create then carries a ``callback_url``; a task is polled slowly until a
             delivery says it ended (then it is re-queried at once) or until it runs past
             its expected time (then it is polled normally). None: polling only.
+        strict_rules: Check each request against the profile's documented rules
+            (``profile.rules``) before sending. False sends a request past a rule the
+            server may have relaxed, logging a warning for each rule it breaks; the
+            bounds every profile shares and the image rules are still checked.
 
     Raises:
         ValueError: No key found, or a bad ``base_url``.
@@ -96,6 +100,7 @@ class Client(AsyncClosing):
         poll: PollPolicy = DEFAULT_POLL,
         clock: Clock | None = None,
         webhook: WebhookConfig | WebhookReceiver | None = None,
+        strict_rules: bool = True,
     ) -> None:
         if profile is None:
             profile = CometAPI(api_key)
@@ -108,6 +113,7 @@ class Client(AsyncClosing):
             env = "KLING_API_KEY" if isinstance(profile, Kling) else "COMETAPI_KEY"
             raise ValueError(f"no API key: pass api_key=... or set {env}")
         self._profile = profile
+        self._strict_rules = strict_rules
         # Blanked out of server messages; the token of each call is added to these.
         self._secrets = tuple(
             secret
@@ -279,7 +285,7 @@ class Client(AsyncClosing):
             changes["callback_url"] = callback_url
         if changes:
             request = attrs.evolve(request, **changes)
-        await check_request(request)
+        await check_request(request, self._profile.rules, strict=self._strict_rules)
         wire = await request_to_wire(request, scene_image_field=self._profile.scene_image_field)
         if _is_large(request):
             body = await anyio.to_thread.run_sync(_dump, wire)

@@ -163,7 +163,9 @@ async def test_only_large_bodies_are_dumped_in_a_thread(
         return await run_sync(func, *args, **kwargs)
 
     monkeypatch.setattr(anyio.to_thread, "run_sync", spy)
-    client, transport = _client(lambda r: json_response(200, ok(task_body())))
+    client, transport = _client(
+        lambda r: json_response(200, ok(task_body())), profile=Kling(CANARY_KEY)
+    )
     mask = Image.from_bytes(png_bytes(400, 400) + b"\0" * padding)
     await client.create_task(MultiImageToVideo(images=[URL, URL], static_mask=mask))
     assert any(dumped_in_thread) is in_thread

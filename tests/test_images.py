@@ -20,6 +20,7 @@ from kling_async._api.images import (
     validate_image_bytes,
     validate_request,
 )
+from kling_async._api.profiles import KLING_RULES
 from kling_async._core.errors import InvalidRequest
 from kling_async._core.models import DynamicMask, Image, MultiImageToImage, MultiImageToVideo
 from tests._core_helpers import jpeg_header, pil_image, png_bytes
@@ -265,7 +266,7 @@ def test_image_request_paths() -> None:
 
 
 def test_masks_must_match_the_input_resolution() -> None:
-    """Static and dynamic masks must have the resolution of the first local input."""
+    """Static and dynamic masks (Kling profile) must have the resolution of the first local input."""
     inputs = [Image.from_url("https://example.invalid/a.png"), Image.from_bytes(GOOD_PNG)]
     same = Image.from_bytes(png_bytes(400, 400))
     other = Image.from_bytes(png_bytes(600, 400))
@@ -274,10 +275,11 @@ def test_masks_must_match_the_input_resolution() -> None:
             images=inputs,
             static_mask=same,
             dynamic_masks=[DynamicMask(mask=same, trajectories=[(0, 0), (5, 5)])],
-        )
+        ),
+        KLING_RULES,
     )
     with pytest.raises(InvalidRequest) as caught:
-        validate_request(MultiImageToVideo(images=inputs, static_mask=other))
+        validate_request(MultiImageToVideo(images=inputs, static_mask=other), KLING_RULES)
     assert caught.value.field == "static_mask"
     assert "600x400 but image_list[1] is 400x400" in caught.value.rule
     with pytest.raises(InvalidRequest, match=r"^dynamic_masks\[0\]\.mask: mask is 600x400"):
@@ -285,14 +287,17 @@ def test_masks_must_match_the_input_resolution() -> None:
             MultiImageToVideo(
                 images=inputs,
                 dynamic_masks=[DynamicMask(mask=other, trajectories=[(0, 0), (5, 5)])],
-            )
+            ),
+            KLING_RULES,
         )
 
 
 def test_mask_rule_skipped_when_inputs_are_urls() -> None:
     """With only URL inputs, the mask resolution rule is left to the server."""
     urls = [Image.from_url("https://example.invalid/a.png")] * 2
-    validate_request(MultiImageToVideo(images=urls, static_mask=Image.from_bytes(GOOD_PNG)))
+    validate_request(
+        MultiImageToVideo(images=urls, static_mask=Image.from_bytes(GOOD_PNG)), KLING_RULES
+    )
 
 
 async def test_check_request_reads_files_in_a_thread(tmp_path: pathlib.Path) -> None:

@@ -111,7 +111,7 @@ def test_video_defaults_and_conversions() -> None:
 def test_image_defaults_and_slots() -> None:
     """An image task defaults to kling-v2, n=1, 16:9 and holds n slots."""
     request = MultiImageToImage(images=TWO, n=4, aspect_ratio="21:9")
-    assert request.model_name == "kling-v2"
+    assert request.model_name == "kling-v2-1"
     assert request.kind is Kind.IMAGE
     assert request.slots == 4
     assert request.aspect_ratio is ImageAspectRatio.R21_9
@@ -121,19 +121,23 @@ def test_image_defaults_and_slots() -> None:
 @pytest.mark.parametrize(
     ("build", "message"),
     [
-        (lambda: MultiImageToVideo(images=[URL]), "image_list: 1 images, must be 2 to 4"),
-        (lambda: MultiImageToVideo(images=[URL] * 5), "image_list: 5 images, must be 2 to 4"),
+        (lambda: MultiImageToVideo(images=[]), "image_list: 0 images, must be 1 to 4"),
+        (lambda: MultiImageToVideo(images=[URL] * 5), "image_list: 5 images, must be 1 to 4"),
         (
-            lambda: MultiImageToImage(images=[URL]),
-            "subject_image_list: 1 images, must be 2 to 4",
+            lambda: MultiImageToImage(images=[]),
+            "subject_image_list: 0 images, must be 1 to 4",
         ),
         (
-            lambda: MultiImageToVideo(images=TWO, prompt="p" * 501),
-            "prompt: 501 characters, at most 500 allowed",
+            lambda: MultiImageToImage(images=[URL] * 5),
+            "subject_image_list: 5 images, must be 1 to 4",
         ),
         (
-            lambda: MultiImageToVideo(images=TWO, negative_prompt="n" * 201),
-            "negative_prompt: 201 characters, at most 200 allowed",
+            lambda: MultiImageToVideo(images=TWO, prompt="p" * 2501),
+            "prompt: 2501 characters, at most 2500 allowed",
+        ),
+        (
+            lambda: MultiImageToVideo(images=TWO, negative_prompt="n" * 2501),
+            "negative_prompt: 2501 characters, at most 2500 allowed",
         ),
         (
             lambda: MultiImageToImage(images=TWO, prompt="p" * 2501),

@@ -13,6 +13,7 @@ import pytest
 
 from kling_async._api.profiles import (
     COMETAPI_BASE_URL,
+    COMETAPI_RULES,
     KLING_BASE_URL,
     CometAPI,
     Kling,
@@ -195,7 +196,13 @@ def test_evolve_keeps_the_profile_valid() -> None:
 
 def test_base_profile_is_abstract() -> None:
     """The base Profile has routes but no auth of its own."""
-    profile = Profile(base_url="https://h", video_path="/v", image_path="/i", scene_image_field="s")
+    profile = Profile(
+        base_url="https://h",
+        video_path="/v",
+        image_path="/i",
+        scene_image_field="s",
+        rules=COMETAPI_RULES,
+    )
     assert profile.path(Kind.IMAGE) == "/i"
     with pytest.raises(NotImplementedError):
         profile.authorization()

@@ -6,6 +6,7 @@ decoding the picture, so checking a 10 MB file reads a few kilobytes.
 
 import base64
 import binascii
+import logging
 import os
 import pathlib
 import struct
@@ -16,6 +17,7 @@ import attrs
 
 from .._core.errors import InvalidRequest
 from .._core.models import Image, ImageOrigin, Request, check_url
+from .profiles import COMETAPI_RULES, Rules
 
 __all__ = [
     "MAX_IMAGE_BYTES",
@@ -24,6 +26,7 @@ __all__ = [
     "ImageInfo",
     "check_image",
     "check_request",
+    "check_rules",
     "decoded_base64_size",
     "encode_bytes",
     "encode_image",
@@ -55,6 +58,7 @@ _OTHER_FORMATS: Final = (
 _HEAD_BYTES: Final = 64 * 1024
 # Files and buffers above this size are read and encoded in a worker thread.
 _OFFLOAD_BYTES: Final = 256 * 1024
+logger: Final = logging.getLogger("kling_async")
 
 
 @attrs.frozen
@@ -281,15 +285,50 @@ def _request_images(request: Request) -> list[tuple[str, Image]]:
     return found
 
 
-def validate_request(request: Request) -> None:
-    """Check every image of a request (blocking: reads file headers).
+def check_rules(request: Request, rules: Rules | None, *, strict: bool = True) -> None:
+    """Check a request against a profile's documented rules (no I/O).
+
+    Args:
+        request: The request.
+        rules: The profile's rules; None checks nothing here.
+        strict: False sends past a broken rule, logging each as a warning (never silent).
+
+    Raises:
+        InvalidRequest: ``strict`` and a rule is broken (naming the profile and the way past).
+    """
+    if rules is None:
+        return
+    if strict:
+        rules.check(request)
+        return
+    for broken in rules.violations(request):
+        logger.warning(
+            "strict_rules=False: sending %s past a documented rule of the %s profile: %s",
+            broken.field,
+            rules.name,
+            broken.rule,
+        )
+
+
+def validate_request(
+    request: Request, rules: Rules | None = COMETAPI_RULES, *, strict: bool = True
+) -> None:
+    """Check a request against a profile's rules and every image rule (blocking I/O).
 
     Masks must have the resolution (so the aspect ratio) of the first input image whose
     bytes are local; with only URL inputs that rule is left to the server.
 
+    Args:
+        request: The request.
+        rules: The documented rules of the profile it goes to (``profile.rules``); the
+            default profile's (CometAPI) unless given. None checks only the images.
+        strict: False lets a request past a broken profile rule, logging a warning each
+            time (for a server that accepts more than its pages say).
+
     Raises:
         InvalidRequest: The first rule broken, with the field path.
     """
+    check_rules(request, rules, strict=strict)
     infos: dict[str, ImageInfo] = {}
     for field, image in _request_images(request):
         info = check_image(image, field)
@@ -320,16 +359,19 @@ def _needs_thread(request: Request) -> bool:
     )
 
 
-async def check_request(request: Request) -> None:
+async def check_request(
+    request: Request, rules: Rules | None = COMETAPI_RULES, *, strict: bool = True
+) -> None:
     """Like :func:`validate_request`, reading files in a worker thread.
 
     Raises:
         InvalidRequest: The first rule broken, with the field path.
     """
+    check_rules(request, rules, strict=strict)  # before any file is read
     if _needs_thread(request):
-        await anyio.to_thread.run_sync(validate_request, request)
+        await anyio.to_thread.run_sync(validate_request, request, None)
     else:
-        validate_request(request)
+        validate_request(request, None)
 
 
 def _read_and_encode(path: pathlib.Path) -> str:

@@ -1,7 +1,8 @@
-"""Routes and auth as data: the CometAPI relay (default) and Kling's own API.
+"""Routes, auth and documented rules as data: the CometAPI relay (default) and Kling's own API.
 
-A profile knows where each endpoint lives, how the scene image field is spelled and how
-to authenticate. Keys never appear in a profile's repr.
+A profile knows where each endpoint lives, how the scene image field is spelled, how to
+authenticate and which request rules its documentation states (:class:`Rules`). Keys
+never appear in a profile's repr.
 """
 
 import importlib
@@ -10,18 +11,24 @@ import os
 import string
 import time
 import urllib.parse
+from collections.abc import Iterable, Iterator
 from typing import Final
 
 import attrs
 
-from .._core.models import Kind
+from .._core.errors import InvalidRequest
+from .._core.models import Kind, MultiImageToVideo, Request
 
 __all__ = [
     "COMETAPI_BASE_URL",
+    "COMETAPI_RULES",
     "KLING_BASE_URL",
+    "KLING_RULES",
     "CometAPI",
+    "KindRules",
     "Kling",
     "Profile",
+    "Rules",
     "check_base_url",
 ]
 
@@ -29,6 +36,156 @@ COMETAPI_BASE_URL: Final = "https://api.cometapi.com"
 KLING_BASE_URL: Final = "https://api-singapore.klingai.com"
 # RFC 3986 unreserved characters: the ones urllib.parse.quote(safe="") leaves alone.
 _UNRESERVED: Final = frozenset(string.ascii_letters + string.digits + "-._~")
+
+
+def _names(values: Iterable[str]) -> frozenset[str]:
+    return frozenset(values)
+
+
+def _positive(instance: object, attribute: "attrs.Attribute[int]", value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{attribute.name} must be a positive int, got {value!r}")
+
+
+@attrs.frozen(kw_only=True)
+class KindRules:
+    """What a profile documents for one endpoint (multi-image to video, or to image).
+
+    Attributes:
+        min_images: Fewest input images (``image_list`` / ``subject_image_list``).
+        max_images: Most input images.
+        models: The ``model_name`` values documented for the endpoint.
+        max_prompt: Longest ``prompt``, characters.
+        max_negative_prompt: Longest ``negative_prompt``, characters.
+        masks: Whether ``static_mask``/``dynamic_masks`` may be sent (video only).
+    """
+
+    min_images: int = attrs.field(validator=_positive)
+    max_images: int = attrs.field(validator=_positive)
+    models: frozenset[str] = attrs.field(converter=_names)
+    max_prompt: int = attrs.field(validator=_positive)
+    max_negative_prompt: int = attrs.field(validator=_positive)
+    masks: bool = False
+
+    def __attrs_post_init__(self) -> None:
+        if self.min_images > self.max_images:
+            raise ValueError(f"min_images {self.min_images} > max_images {self.max_images}")
+        if not self.models:
+            raise ValueError("models must name at least one model")
+
+
+@attrs.frozen(kw_only=True)
+class Rules:
+    """The request rules a profile's documentation states, checked before anything is sent.
+
+    Each profile carries its own (:data:`COMETAPI_RULES`, :data:`KLING_RULES`). The
+    request models check only the bounds every profile shares; these rules are checked
+    where the profile is known: by the client before each create, and by
+    ``kling-async validate --profile``. When a server accepts more than its pages say,
+    give the profile other rules (``CometAPI(rules=attrs.evolve(COMETAPI_RULES, ...))``)
+    or build the client with ``strict_rules=False`` (each request past a rule is then
+    sent and logged as a warning).
+
+    Attributes:
+        name: Whose documentation this is (named in every error).
+        video: Multi-image to video.
+        image: Multi-image to image.
+    """
+
+    name: str
+    video: KindRules
+    image: KindRules
+
+    def for_kind(self, kind: Kind) -> KindRules:
+        """The rules of one endpoint."""
+        return self.video if kind is Kind.VIDEO else self.image
+
+    def violations(self, request: Request) -> Iterator[InvalidRequest]:
+        """Every rule ``request`` breaks, in field order (none for a conforming request)."""
+        rules = self.for_kind(request.kind)
+        video = isinstance(request, MultiImageToVideo)
+        endpoint = "multi-image to video" if video else "multi-image to image"
+        where = f"by the {self.name} profile for {endpoint}"
+        images_field = "image_list" if video else "subject_image_list"
+        count = len(request.images)
+        if not rules.min_images <= count <= rules.max_images:
+            yield InvalidRequest(
+                images_field,
+                f"{count} images, {rules.min_images} to {rules.max_images} allowed {where}",
+            )
+        if request.model_name not in rules.models:
+            allowed = ", ".join(sorted(rules.models))
+            yield InvalidRequest(
+                "model_name",
+                f"{request.model_name!r} is not documented {where} (documented: {allowed})",
+            )
+        for field, text, limit in (
+            ("prompt", request.prompt, rules.max_prompt),
+            ("negative_prompt", request.negative_prompt, rules.max_negative_prompt),
+        ):
+            if len(text) > limit:
+                yield InvalidRequest(field, f"{len(text)} characters, at most {limit} {where}")
+        if isinstance(request, MultiImageToVideo) and not rules.masks:
+            if request.static_mask is not None:
+                yield InvalidRequest("static_mask", f"masks are not accepted {where}")
+            if request.dynamic_masks:
+                yield InvalidRequest("dynamic_masks", f"masks are not accepted {where}")
+
+    def check(self, request: Request) -> None:
+        """Raise the first rule ``request`` breaks.
+
+        Raises:
+            InvalidRequest: naming the field, the rule, the profile and the way past it.
+        """
+        for broken in self.violations(request):
+            raise InvalidRequest(
+                broken.field,
+                f"{broken.rule}; if the server accepts it, build the Client with "
+                "strict_rules=False or give the profile other rules=",
+            )
+
+
+#: CometAPI's pages (checked 2026-11): video takes 1 to 4 images, ``kling-v1-6`` only,
+#: prompts of 500/200 characters and no masks; image takes 1 to 4 subject images with
+#: ``kling-v2`` or ``kling-v2-1`` and prompts of 2,500 characters.
+COMETAPI_RULES: Final = Rules(
+    name="CometAPI",
+    video=KindRules(
+        min_images=1,
+        max_images=4,
+        models={"kling-v1-6"},
+        max_prompt=500,
+        max_negative_prompt=200,
+        masks=False,
+    ),
+    image=KindRules(
+        min_images=1,
+        max_images=4,
+        models={"kling-v2", "kling-v2-1"},
+        max_prompt=2500,
+        max_negative_prompt=2500,
+    ),
+)
+#: Kling's own API docs (checked 2026-11): video takes up to 4 images, ``kling-v1-6``,
+#: prompts of 2,500 characters and documents the masks; image as on CometAPI.
+KLING_RULES: Final = Rules(
+    name="Kling",
+    video=KindRules(
+        min_images=1,
+        max_images=4,
+        models={"kling-v1-6"},
+        max_prompt=2500,
+        max_negative_prompt=2500,
+        masks=True,
+    ),
+    image=KindRules(
+        min_images=1,
+        max_images=4,
+        models={"kling-v2", "kling-v2-1"},
+        max_prompt=2500,
+        max_negative_prompt=2500,
+    ),
+)
 
 
 def _is_loopback(host: str) -> bool:
@@ -89,12 +246,14 @@ class Profile:
         video_path: Path of the multi-image-to-video endpoint.
         image_path: Path of the multi-image-to-image endpoint.
         scene_image_field: Wire spelling of ``MultiImageToImage.scene_image``.
+        rules: What the profile's documentation allows (checked before each create).
     """
 
     base_url: str = attrs.field(converter=check_base_url)
     video_path: str
     image_path: str
     scene_image_field: str
+    rules: Rules
 
     def path(self, kind: Kind) -> str:
         """The endpoint path for ``kind``."""
@@ -134,6 +293,7 @@ class CometAPI(Profile):
 
     Args:
         api_key: The CometAPI key; read from ``COMETAPI_KEY`` when not given.
+        rules: The request rules checked before sending (:data:`COMETAPI_RULES`).
     """
 
     api_key: str | None = attrs.field(
@@ -144,6 +304,7 @@ class CometAPI(Profile):
     image_path: str = "/kling/v1/images/generations"
     # CometAPI's page documents this misspelling; see API.md.
     scene_image_field: str = "scence_image"
+    rules: Rules = COMETAPI_RULES
 
     def has_credentials(self) -> bool:
         """True when a key is set."""
@@ -203,6 +364,7 @@ class Kling(Profile):
         secret_key: Secret key for JWT auth (``KLING_SECRET_KEY``).
         jwt_ttl: Lifetime of a minted token, seconds.
         jwt_refresh_margin: A token is re-minted this many seconds before it expires.
+        rules: The request rules checked before sending (:data:`KLING_RULES`).
 
     Raises:
         ImportError: An access/secret pair (and no API key) without PyJWT installed; the
@@ -218,6 +380,7 @@ class Kling(Profile):
     video_path: str = "/v1/videos/multi-image2video"
     image_path: str = "/v1/images/multi-image2image"
     scene_image_field: str = "scene_image"
+    rules: Rules = KLING_RULES
     jwt_ttl: int = 1800
     jwt_refresh_margin: int = 300
     _cache: _TokenCache = attrs.field(factory=_TokenCache, init=False, repr=False, eq=False)

@@ -1,8 +1,10 @@
 """Typed, frozen models: requests, input images, tasks and their results.
 
 Models know nothing of JSON (that is ``_wire``) nor of I/O. Value rules that need no
-image bytes (counts, lengths, ranges) are checked when a model is built; rules that need
-the image bytes are checked by :func:`kling_async._api.images.validate_request`.
+image bytes (counts, lengths, ranges) are checked when a model is built, as far as they
+hold for every profile (the widest documented bounds); a profile's own, narrower rules
+(``Profile.rules``) and the rules that need the image bytes are checked by
+:func:`kling_async._api.images.validate_request`.
 """
 
 import enum
@@ -36,11 +38,13 @@ __all__ = [
     "check_url",
 ]
 
-MAX_VIDEO_PROMPT: Final = 500
-MAX_VIDEO_NEGATIVE_PROMPT: Final = 200
+# Bounds that hold for every profile (the widest any documents); CometAPI's 500/200
+# characters for video prompts are its profile's rules (kling_async._api.profiles).
+MAX_VIDEO_PROMPT: Final = 2500
+MAX_VIDEO_NEGATIVE_PROMPT: Final = 2500
 MAX_IMAGE_PROMPT: Final = 2500
 MAX_IMAGE_NEGATIVE_PROMPT: Final = 2500
-MIN_IMAGES: Final = 2
+MIN_IMAGES: Final = 1
 MAX_IMAGES: Final = 4
 MAX_MASK_GROUPS: Final = 6
 MIN_POINTS: Final = 2
@@ -343,7 +347,12 @@ def _to_image_ratio(value: object) -> ImageAspectRatio:
 
 @attrs.frozen(kw_only=True)
 class MultiImageToVideo:
-    """A video made from 2 to 4 reference images (``POST .../multi-image2video``)."""
+    """A video made from 1 to 4 reference images (``POST .../multi-image2video``).
+
+    Built, it holds within the bounds every profile shares (1 to 4 images, prompts up to
+    2,500 characters); the profile's own rules (CometAPI: 500/200 characters, no masks,
+    ``kling-v1-6`` only) are checked by the client before sending.
+    """
 
     kind: ClassVar[Kind] = Kind.VIDEO
 
@@ -370,14 +379,18 @@ class MultiImageToVideo:
 
 @attrs.frozen(kw_only=True)
 class MultiImageToImage:
-    """An image made from 2 to 4 subject images (``POST .../images/generations``)."""
+    """An image made from 1 to 4 subject images (``POST .../images/generations``).
+
+    ``model_name`` defaults to ``kling-v2-1`` ("use kling-v2-1 for new requests");
+    ``kling-v2`` is still documented.
+    """
 
     kind: ClassVar[Kind] = Kind.IMAGE
 
     images: tuple[Image, ...] = attrs.field(converter=_to_images, validator=_check_images)
     prompt: str = attrs.field(default="", validator=_max_length(MAX_IMAGE_PROMPT))
     negative_prompt: str = attrs.field(default="", validator=_max_length(MAX_IMAGE_NEGATIVE_PROMPT))
-    model_name: str = attrs.field(default="kling-v2", validator=_check_model_name)
+    model_name: str = attrs.field(default="kling-v2-1", validator=_check_model_name)
     scene_image: Image | None = attrs.field(default=None, validator=_check_image_type)
     style_image: Image | None = attrs.field(default=None, validator=_check_image_type)
     n: int = attrs.field(default=1, validator=_check_n)
