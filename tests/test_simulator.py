@@ -320,8 +320,8 @@ BIG = base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\x00" * (10 * 1024 * 1024 + 10))
 @pytest.mark.parametrize(
     ("fields", "fragment"),
     [
-        ({"image_list": [{"image": picture()}]}, "2 to 4"),
-        ({"image_list": [{"image": picture()}] * 5}, "2 to 4"),
+        ({"image_list": []}, "1 to 4"),
+        ({"image_list": [{"image": picture()}] * 5}, "1 to 4"),
         ({"image_list": None}, "image_list: required"),
         ({"image_list": [{"image": picture()}, {"url": "x"}]}, "image_list[1]: must be an object"),
         ({"image_list": [{"image": picture()}, {"image": 3}]}, "non-empty string"),
@@ -376,12 +376,16 @@ BIG = base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\x00" * (10 * 1024 * 1024 + 10))
 async def test_video_create_validation_rejects_with_1201(
     fields: dict[str, Any], fragment: str
 ) -> None:
-    """Every API.md rule for a video create is checked server-side: 400/1201 naming the field."""
+    """Every documented video rule is checked server-side: 400/1201 naming the field.
+
+    Mask rules are checked where masks are documented (Kling's API).
+    """
+    path = KLING_VIDEO if any("mask" in name for name in fields) else VIDEO
     async with running() as api:
         body = video_body()
         body.update(fields)
         status, answer = await api.call(
-            "POST", VIDEO, {k: v for k, v in body.items() if v is not None}
+            "POST", path, {k: v for k, v in body.items() if v is not None}
         )
         assert (status, answer["code"]) == (400, 1201), answer
         assert fragment in answer["message"]
@@ -391,7 +395,8 @@ async def test_video_create_validation_rejects_with_1201(
 @pytest.mark.parametrize(
     ("fields", "fragment"),
     [
-        ({"subject_image_list": [{"subject_image": picture()}]}, "2 to 4"),
+        ({"subject_image_list": []}, "1 to 4"),
+        ({"subject_image_list": [{"subject_image": picture()}] * 5}, "1 to 4"),
         ({"subject_image_list": [{"image": picture()}] * 2}, "subject_image_list[0]"),
         ({"prompt": "x" * 2501}, "prompt: at most 2500"),
         ({"negative_prompt": "x" * 2501}, "negative_prompt: at most 2500"),
@@ -414,10 +419,10 @@ async def test_image_create_validation_rejects_with_1201(
 
 
 async def test_valid_optional_video_fields_are_accepted() -> None:
-    """Masks with matching size, trajectories, cfg_scale, ratio and callback pass validation."""
+    """Masks with matching size, trajectories, cfg_scale, ratio and callback pass (Kling)."""
     async with running() as api:
         status, body = await api.create(
-            VIDEO,
+            KLING_VIDEO,
             image_list=[
                 {"image": picture()},
                 {"image": picture(colour="green")},
@@ -437,6 +442,42 @@ async def test_valid_optional_video_fields_are_accepted() -> None:
             callback_url="http://127.0.0.1:9/hook",
         )
         assert status == 200, body
+
+
+@pytest.mark.parametrize(
+    ("path", "fields", "status"),
+    [
+        (VIDEO, {"image_list": [{"image": picture()}]}, 200),
+        (KLING_VIDEO, {"image_list": [{"image": picture()}]}, 200),
+        (VIDEO, {"prompt": "x" * 500, "negative_prompt": "x" * 200}, 200),
+        (KLING_VIDEO, {"prompt": "x" * 2500, "negative_prompt": "x" * 2500}, 200),
+        (KLING_VIDEO, {"prompt": "x" * 2501}, 400),
+        (VIDEO, {"static_mask": picture()}, 400),
+        (VIDEO, {"dynamic_masks": []}, 400),
+        (KLING_VIDEO, {"static_mask": picture()}, 200),
+        (IMAGE, {"subject_image_list": [{"subject_image": picture()}]}, 200),
+        (KLING_IMAGE, {"subject_image_list": [{"subject_image": picture()}] * 4}, 200),
+        (IMAGE, {"model_name": "kling-v2-1"}, 200),
+        (KLING_IMAGE, {"model_name": "kling-v2-1", "prompt": "x" * 2500}, 200),
+    ],
+)
+async def test_each_surface_checks_the_rules_it_documents_now(
+    path: str, fields: dict[str, Any], status: int
+) -> None:
+    """One image, kling-v2-1, CometAPI's 500/200 and no masks, Kling's 2,500 and masks."""
+    async with running() as api:
+        answer, body = await api.create(path, **fields)
+        assert answer == status, body
+        if status == 400:
+            assert body["code"] == 1201
+
+
+async def test_cometapi_video_refuses_masks_naming_them() -> None:
+    """CometAPI's video page says not to send masks: the simulator refuses them by name."""
+    async with running() as api:
+        status, body = await api.create(VIDEO, static_mask=picture())
+        assert (status, body["code"]) == (400, 1201)
+        assert body["message"].startswith("static_mask: not supported")
 
 
 async def test_unknown_model_answers_404_1203_and_bad_json_400() -> None:

@@ -78,12 +78,14 @@ class _Answer(Exception):  # noqa: N818 - control flow carrying a finished respo
         self.response = response
 
 
-def _parse_create(kind: str, raw: bytes) -> CreateSpec:
+def _parse_create(kind: str, raw: bytes, surface: str) -> CreateSpec:
     try:
         body = json.loads(raw)
     except ValueError:
         raise RequestRejected(400, 1201, "request body is not valid JSON") from None
-    return validate_video_create(body) if kind == "video" else validate_image_create(body)
+    if kind == "video":
+        return validate_video_create(body, surface)
+    return validate_image_create(body, surface)
 
 
 class _Dropped(web.Response):
@@ -324,7 +326,7 @@ class Simulator:
             owner = self._authenticate(request)
             self._check_rate(owner, action)
             if action == "create":
-                response = await self._create(request, kind, owner)
+                response = await self._create(request, kind, owner, surface)
             elif action == "query":
                 response = self._query(request, kind, owner, surface)
             else:
@@ -474,16 +476,18 @@ class Simulator:
         }
         return web.json_response(body, status=status, headers=headers)
 
-    async def _create(self, request: web.Request, kind: str, owner: str) -> web.Response:
+    async def _create(
+        self, request: web.Request, kind: str, owner: str, surface: str
+    ) -> web.Response:
         if self._account_state is not AccountState.ACTIVE:
             state = self._account_state
             return self._error(429, state.value, _ACCOUNT_MESSAGES[state])
         raw = await request.read()
         try:
             if len(raw) > _PARSE_IN_THREAD_BYTES:
-                spec = await anyio.to_thread.run_sync(_parse_create, kind, raw)
+                spec = await anyio.to_thread.run_sync(_parse_create, kind, raw, surface)
             else:
-                spec = _parse_create(kind, raw)
+                spec = _parse_create(kind, raw, surface)
         except RequestRejected as rejected:
             return self._error(rejected.status, rejected.code, rejected.message)
         return self._admit(self._keep_inputs(spec), owner)

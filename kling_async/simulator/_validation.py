@@ -1,4 +1,20 @@
-"""Server-side checks of a create body against every rule of API.md."""
+"""Server-side checks of a create body against the API as each surface documents it now.
+
+Written on its own from the docs (checked 2026-11), not from the client's code, so a
+test against the simulator checks the client instead of mirroring it:
+
+=====================  ===================  ===================
+surface                CometAPI             Kling
+=====================  ===================  ===================
+video images           1 to 4               1 to 4
+video models           kling-v1-6           kling-v1-6
+video prompt/negative  500 / 200            2500 / 2500
+video masks            refused (400/1201)   accepted
+image subject images   1 to 4               1 to 4
+image models           kling-v2, kling-v2-1 kling-v2, kling-v2-1
+image prompt/negative  2500 / 2500          2500 / 2500
+=====================  ===================  ===================
+"""
 
 import base64
 import binascii
@@ -8,7 +24,14 @@ from typing import Any
 
 import attrs
 
-__all__ = ["CreateSpec", "RequestRejected", "validate_image_create", "validate_video_create"]
+__all__ = [
+    "SURFACES",
+    "CreateSpec",
+    "RequestRejected",
+    "SurfaceRules",
+    "validate_image_create",
+    "validate_video_create",
+]
 
 MAX_IMAGE_BYTES = 10 * 1024 * 1024
 MIN_SIDE = 300
@@ -19,6 +42,23 @@ VIDEO_RATIOS = frozenset({"16:9", "9:16", "1:1"})
 IMAGE_RATIOS = frozenset({"16:9", "9:16", "1:1", "4:3", "3:4", "3:2", "2:3", "21:9"})
 MAX_DYNAMIC_MASKS = 6
 MIN_POINTS, MAX_POINTS = 2, 77
+MIN_IMAGES, MAX_IMAGES = 1, 4
+
+
+@attrs.frozen(kw_only=True)
+class SurfaceRules:
+    """What one surface (CometAPI's relay or Kling's API) documents for the video endpoint."""
+
+    max_video_prompt: int
+    max_video_negative_prompt: int
+    masks: bool
+
+
+SURFACES = {
+    "cometapi": SurfaceRules(max_video_prompt=500, max_video_negative_prompt=200, masks=False),
+    "kling": SurfaceRules(max_video_prompt=2500, max_video_negative_prompt=2500, masks=True),
+}
+"""Rules per surface (the keys of ``ROUTES``'s third column)."""
 
 
 class RequestRejected(Exception):  # noqa: N818 - an answer, not a failure of the simulator
@@ -155,9 +195,9 @@ def _model(body: Mapping[str, Any], default: str, allowed: frozenset[str]) -> st
 def _image_list(body: Mapping[str, Any], field: str, key: str) -> list[_Checked]:
     items = body.get(field)
     if not isinstance(items, list):
-        raise _bad(f"{field}: required, a list of 2 to 4 images")
-    if not 2 <= len(items) <= 4:
-        raise _bad(f"{field}: must hold 2 to 4 images (got {len(items)})")
+        raise _bad(f"{field}: required, a list of {MIN_IMAGES} to {MAX_IMAGES} images")
+    if not MIN_IMAGES <= len(items) <= MAX_IMAGES:
+        raise _bad(f"{field}: must hold {MIN_IMAGES} to {MAX_IMAGES} images (got {len(items)})")
     checked = []
     for index, item in enumerate(items):
         if not isinstance(item, dict) or key not in item:
@@ -178,18 +218,23 @@ def _choice(
     return value
 
 
-def validate_video_create(body: object) -> CreateSpec:
-    """Check a multi-image-to-video create body.
+def validate_video_create(body: object, surface: str = "cometapi") -> CreateSpec:
+    """Check a multi-image-to-video create body against ``surface``'s documented rules.
 
     Raises:
         RequestRejected: 400/1201 naming the field and rule (404/1203 for an unknown model).
     """
+    rules = SURFACES[surface]
     if not isinstance(body, dict):
         raise _bad("request body must be a JSON object")
     model = _model(body, "kling-v1-6", VIDEO_MODELS)
     images = _image_list(body, "image_list", "image")
-    _optional_text(body, "prompt", 500)
-    _optional_text(body, "negative_prompt", 200)
+    _optional_text(body, "prompt", rules.max_video_prompt)
+    _optional_text(body, "negative_prompt", rules.max_video_negative_prompt)
+    if not rules.masks:
+        for field in ("static_mask", "dynamic_masks"):
+            if body.get(field) is not None:
+                raise _bad(f"{field}: not supported on this endpoint; do not send it")
     _choice(body, "mode", "std", frozenset({"std", "pro"}))
     duration = body.get("duration", "5")
     if duration not in ("5", "10"):
@@ -254,7 +299,7 @@ def _check_dynamic_masks(groups: object) -> None:
                 raise _bad(f"{field}.trajectories[{p_index}]: must be {{'x': int, 'y': int}}")
 
 
-def validate_image_create(body: object) -> CreateSpec:
+def validate_image_create(body: object, surface: str = "cometapi") -> CreateSpec:
     """Check a multi-image-to-image create body (accepts ``scence_image`` and ``scene_image``).
 
     Raises:
@@ -262,6 +307,7 @@ def validate_image_create(body: object) -> CreateSpec:
     """
     if not isinstance(body, dict):
         raise _bad("request body must be a JSON object")
+    del surface  # both surfaces document the same image rules
     model = _model(body, "kling-v2", IMAGE_MODELS)
     images = _image_list(body, "subject_image_list", "subject_image")
     _optional_text(body, "prompt", 2500)
