@@ -144,6 +144,30 @@ def test_validate_reports_every_bad_line(
     assert [(event["line"], event["field"]) for event in invalid] == [(1, "images[1]"), (2, "n")]
 
 
+def test_validate_checks_the_rules_of_the_chosen_profile(
+    examples: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A 600-character video prompt breaks CometAPI's rules and passes --profile kling."""
+    long = examples / "long.jsonl"
+    long.write_text(
+        json.dumps(
+            {
+                "key": "a",
+                "kind": "video",
+                "images": ["images/cat.jpg"],
+                "prompt": "p" * 600,
+            }
+        )
+        + "\n",
+        encoding="utf-8",
+    )
+    assert main(["validate", str(long)]) == EXIT_USAGE
+    out = capsys.readouterr().out
+    assert "600 characters, at most 500 by the CometAPI profile" in out
+    assert main(["validate", str(long), "--profile", "kling"]) == EXIT_OK
+    assert "1 of 1 job(s) valid" in capsys.readouterr().out
+
+
 def test_validate_unreadable_and_empty(
     examples: pathlib.Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -231,14 +255,13 @@ def test_invalid_rows_stop_the_run_before_anything_is_sent(
     jobs = examples / "mixed.jsonl"
     good = (examples / "jobs.jsonl").read_text(encoding="utf-8").splitlines()[:2]
     jobs.write_text(
-        "\n".join([*good, '{"key": "broken", "kind": "video", "images": ["images/cat.jpg"]}'])
-        + "\n",
+        "\n".join([*good, '{"key": "broken", "kind": "video", "images": []}']) + "\n",
         encoding="utf-8",
     )
     out = examples.parent / "out"
     assert main(["run", str(jobs), "--out", str(out), "--time-scale", FAST]) == EXIT_USAGE
     captured = capsys.readouterr()
-    assert "1 images, must be 2 to 4" in captured.out
+    assert "0 images, must be 1 to 4" in captured.out
     assert "nothing was sent" in captured.err
     assert not out.exists()
     code = main(

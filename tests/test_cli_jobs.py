@@ -9,6 +9,7 @@ from PIL import Image as PILImage
 
 import kling_async._cli.jobs as jobs_mod
 from kling_async._cli.jobs import (
+    PROFILE_RULES,
     ImageRef,
     ImageSource,
     JobProblem,
@@ -161,7 +162,7 @@ def test_csv_rows_split_lists_and_read_json_cells(folder: pathlib.Path) -> None:
         'two,image,"[""a.png"", ""b.png""]","a, b",2,,\n',
         encoding="utf-8",
     )
-    _, jobs, problems = load_jobs(path)
+    _, jobs, problems = load_jobs(path, rules=PROFILE_RULES["kling"])  # masks: Kling only
     assert problems == ()
     first, second = (job.request for job in jobs)
     assert isinstance(first, MultiImageToVideo)
@@ -189,7 +190,7 @@ def test_every_bad_line_is_reported_with_line_field_and_rule(folder: pathlib.Pat
         {"key": "m", "kind": "video", "images": ["a.png", "missing.png"], "n": 2},
         {"key": "s", "kind": "image", "images": ["a.png", "small.png"]},
         {"key": "f", "kind": "video", "images": ["a.png", "fake.png"]},
-        {"key": "one", "kind": "video", "images": ["a.png"]},
+        {"key": "one", "kind": "video", "images": ["a.png"] * 5},
         {"key": "r", "kind": "image", "images": ["a.png", "b.png"], "aspect_ratio": "5:4"},
         {"key": "x", "kind": "video", "images": "a.png", "external_task_id": "e"},
         {"key": "t", "kind": "video", "images": ["a.png", "b.png"], "color": "red"},
@@ -204,7 +205,7 @@ def test_every_bad_line_is_reported_with_line_field_and_rule(folder: pathlib.Pat
     assert (7, "m", "n", "not a field of video jobs (it belongs to image jobs)") in problems
     assert (8, "s", "images[1]", "200x500 is below 300 px") in problems
     assert any(p[:3] == (9, "f", "images[1]") for p in problems)
-    assert (10, "one", "images", "1 images, must be 2 to 4") in problems
+    assert (10, "one", "images", "5 images, must be 1 to 4") in problems
     assert any(p[:3] == (11, "r", "aspect_ratio") and "'5:4'" in p[3] for p in problems)
     assert (12, "x", "images", "must be a list of images, not a string") in problems
     assert any(p[:3] == (12, "x", "external_task_id") for p in problems)
@@ -453,9 +454,8 @@ def test_spreadsheet_headers_and_one_image_per_column(folder: pathlib.Path) -> N
     assert isinstance(request, MultiImageToVideo)
     assert [image.source for image in request.images] == [folder / "a.png", folder / "b.png"]
     assert request.negative_prompt == "no text"
-    assert [(p.line, p.field, p.rule) for p in problems] == [
-        (3, "images", "1 images, must be 2 to 4")
-    ]
+    assert problems == ()
+    assert [image.source for image in jobs[1].request.images] == [folder / "a.png"]
     both = folder / "both.csv"
     both.write_text("key,kind,images,image3\nk,video,a.png|b.png,c.png\n", encoding="utf-8")
     assert [(p.field, p.rule) for p in load_jobs(both)[2]] == [("image3", "unknown field")]

@@ -266,7 +266,7 @@ def test_image_request_paths() -> None:
 
 
 def test_masks_must_match_the_input_resolution() -> None:
-    """Static and dynamic masks (Kling profile) must have the resolution of the first local input."""
+    """Static and dynamic masks (Kling profile) must match the first local input's resolution."""
     inputs = [Image.from_url("https://example.invalid/a.png"), Image.from_bytes(GOOD_PNG)]
     same = Image.from_bytes(png_bytes(400, 400))
     other = Image.from_bytes(png_bytes(600, 400))

@@ -24,7 +24,7 @@ from typing import Final
 from rich.console import Console
 
 from . import commands as run
-from .jobs import load_jobs
+from .jobs import PROFILE_RULES, load_jobs
 from .progress import Display, make_display
 
 __all__ = ["main"]
@@ -200,6 +200,12 @@ def build_parser() -> argparse.ArgumentParser:
         "format, size and dimensions. Nothing is sent.",
     )
     validate_parser.add_argument("jobs", type=pathlib.Path, metavar="JOBS")
+    validate_parser.add_argument(
+        "--profile",
+        choices=("cometapi", "kling"),
+        default="cometapi",
+        help="check against the rules this profile documents (default cometapi)",
+    )
     validate_parser.add_argument("--json", action="store_true", help="print JSON events")
     validate_parser.add_argument("-q", "--quiet", action="store_true", help="only the exit code")
     validate_parser.set_defaults(handler=_cmd_validate)
@@ -241,7 +247,7 @@ def _display(args: argparse.Namespace) -> tuple[Display, Console | None]:
 def _cmd_validate(args: argparse.Namespace) -> int:
     display, _ = _display(args)
     try:
-        job_file, jobs, problems = load_jobs(args.jobs)
+        job_file, jobs, problems = load_jobs(args.jobs, rules=PROFILE_RULES[args.profile])
     except (OSError, UnicodeDecodeError) as exc:
         display.warning(f"{PROG}: cannot read {args.jobs}: {exc}")
         return run.EXIT_USAGE

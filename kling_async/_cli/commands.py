@@ -24,7 +24,7 @@ from rich.table import Table
 import kling_async as ka
 from kling_async.simulator import Simulator, SimulatorConfig
 
-from .jobs import JobProblem, ParsedJob, load_jobs
+from .jobs import PROFILE_RULES, JobProblem, ParsedJob, load_jobs
 from .progress import Display, JobRecord, ProgressTracker, RunSummary, format_duration
 from .results import (
     RESULTS_FILE,
@@ -492,7 +492,8 @@ def _check_file(
 ) -> tuple[list[ParsedJob], list[JobRecord]] | int:
     assert settings.jobs is not None
     try:
-        job_file, jobs, problems = load_jobs(settings.jobs)
+        rules = PROFILE_RULES[settings.profile or "cometapi"]
+        job_file, jobs, problems = load_jobs(settings.jobs, rules=rules)
     except (OSError, UnicodeDecodeError) as exc:
         display.warning(f"kling-async: cannot read {settings.jobs}: {exc}")
         return EXIT_USAGE

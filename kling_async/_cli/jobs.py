@@ -24,6 +24,7 @@ import attrs
 import kling_async as ka
 
 __all__ = [
+    "PROFILE_RULES",
     "ImageRef",
     "JobFile",
     "JobProblem",
@@ -616,14 +617,22 @@ def build_request(job: RawJob) -> ka.Request:
     return model(**values)  # type: ignore[arg-type]
 
 
+#: The documented rules of each ``--profile`` (checked before anything is sent).
+PROFILE_RULES: Final = {"cometapi": ka.COMETAPI_RULES, "kling": ka.KLING_RULES}
+
+
 def load_jobs(
-    path: str | os.PathLike[str], *, check_images: bool = True
+    path: str | os.PathLike[str],
+    *,
+    check_images: bool = True,
+    rules: ka.Rules | None = ka.COMETAPI_RULES,
 ) -> tuple[JobFile, tuple[ParsedJob, ...], tuple[JobProblem, ...]]:
     """Read a job file and check every row through the core models.
 
     Args:
         path: the JSONL or CSV job file.
         check_images: also read each local image's header (format, size, dimensions).
+        rules: the documented rules of the profile the jobs go to (``PROFILE_RULES``).
 
     Returns:
         The file as read, the jobs that passed every check, and every problem found
@@ -640,7 +649,9 @@ def load_jobs(
         try:
             request = build_request(raw)
             if check_images:
-                ka.validate_request(request)
+                ka.validate_request(request, rules)
+            elif rules is not None:
+                rules.check(request)
         except ka.InvalidRequest as exc:
             problems.append(JobProblem(raw.line, raw.key, _job_field(exc.field), exc.rule))
             continue
