@@ -347,7 +347,7 @@ def _check_row(
             problems.append(JobProblem(line, key_text, exc.field or canonical, exc.rule))
     has_images = any(ALIASES.get(name, name) == "images" for name in row)
     if fields_for_kind is not None and not has_images:
-        problems.append(JobProblem(line, key_text, "images", "required: 2 to 4 images"))
+        problems.append(JobProblem(line, key_text, "images", "required: 1 to 4 images"))
     if key_text is None or fields_for_kind is None:
         return None, problems
     assert isinstance(kind, str)

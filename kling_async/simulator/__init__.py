@@ -16,8 +16,9 @@ at ``sim.url`` for the key ``sim.api_key``::
         sim.advance(60)                          # tasks end, callbacks fire
         assert sim.statistics().max_creates_per_external_id <= 1
 
-Results are real files (PNG images, animated GIF videos, made with Pillow from the
-inputs) at signed URLs that expire ``url_ttl`` simulated seconds after the task ended.
+Results are real files (PNG images by Pillow, H.264 MP4 videos by PyAV, made from the
+inputs) at signed URLs that expire ``url_ttl`` simulated seconds after the task ended,
+served with byte ranges (206 Partial Content) as a file host serves them.
 Admin endpoints: ``GET /_sim/statistics``, ``POST /_sim/advance?seconds=S``,
 ``POST /_sim/account?state=ARREARS``.
 
