@@ -191,7 +191,7 @@ async def test_resume_work_rebuilds_what_each_group_needs(bridge: JournalBatchSt
     assert isinstance(journal, SqliteJournal)
     bad: dict[str, object] = {"kind": "video"}
     await anyio.to_thread.run_sync(_edit_record, Path(journal.path), "bad", bad)
-    record: dict[str, object] = {**request_to_record(REQUEST), "prompt": "x" * 2000}
+    record: dict[str, object] = {**request_to_record(REQUEST), "prompt": "x" * 3000}
     await anyio.to_thread.run_sync(_edit_record, Path(journal.path), "junk", record)
 
     work = resume_work(await store.resume())
