@@ -19,8 +19,8 @@ _VIDEO_LONG_SIDE = 320
 VIDEO_FPS = 8
 _FADE_FRAMES = 4
 _BAR_HEIGHT = 4
-# x264 tuned for speed on a shared machine: one thread, the fastest preset, stills.
-_X264_OPTIONS = {"preset": "ultrafast", "tune": "stillimage", "crf": "30", "threads": "1"}
+# x264 tuned for speed on a shared machine: one thread, the fastest preset, no lookahead.
+_X264_OPTIONS = {"preset": "ultrafast", "tune": "zerolatency", "crf": "30", "threads": "1"}
 
 
 def frame_size(aspect_ratio: str, long_side: int) -> tuple[int, int]:
@@ -89,24 +89,30 @@ def _video_size(aspect_ratio: str) -> tuple[int, int]:
     return width - width % 2, height - height % 2
 
 
-def _frame(stills: list[Image.Image], index: int, total: int) -> Image.Image:
-    """Frame ``index`` of ``total``: each still held in turn, cross-fading into the next."""
-    count = len(stills)
+def _frame_key(count: int, index: int, total: int) -> tuple[int, int, int]:
+    """(input shown, cross-fade step or 0, whole second) of frame ``index`` of ``total``.
+
+    Each input is held in turn and cross-fades into the next over the end of its share;
+    frames with the same key are the same picture, composed and converted once.
+    """
     segment = total // count
     position = min(index // segment, count - 1)
     offset = index - position * segment
     fade_from = segment - _FADE_FRAMES
-    if count > 1 and offset >= fade_from and position < count - 1:
-        following = stills[position + 1]
-        picture = Image.blend(
-            stills[position], following, (offset - fade_from + 1) / (_FADE_FRAMES + 1)
-        )
+    step = offset - fade_from + 1 if position < count - 1 and offset >= fade_from else 0
+    return position, step, index // VIDEO_FPS
+
+
+def _picture(stills: list[Image.Image], key: tuple[int, int, int], seconds: int) -> Image.Image:
+    position, step, second = key
+    if step:
+        picture = Image.blend(stills[position], stills[position + 1], step / (_FADE_FRAMES + 1))
     else:
         picture = stills[position].copy()
-    # A progress bar along the bottom: every frame differs, so playback visibly moves.
+    # A bar along the bottom grows each second: playback visibly moves even on a still.
     width, height = picture.size
     ImageDraw.Draw(picture).rectangle(
-        (0, height - _BAR_HEIGHT, width * (index + 1) // total, height), fill=(255, 255, 255)
+        (0, height - _BAR_HEIGHT, width * (second + 1) // seconds, height), fill=(255, 255, 255)
     )
     return picture
 
@@ -115,12 +121,14 @@ def compose_video(inputs: tuple[bytes | None, ...], aspect_ratio: str, duration:
     """An H.264 MP4 of ``duration`` seconds at :data:`VIDEO_FPS` made from the inputs.
 
     Each input is held in turn and cross-fades into the next; a bar along the bottom
-    shows the time. The file is "fast start" (its index before the frames), as video
-    hosts serve them, so a player can start before the download ends.
+    grows with the seconds. The file is "fast start" (its index before the frames), as
+    video hosts serve them, so a player can start before the download ends.
     """
     size = _video_size(aspect_ratio)
     stills = [_load(data, position, size) for position, data in enumerate(inputs)]
-    total = VIDEO_FPS * int(duration)
+    seconds = int(duration)
+    total = VIDEO_FPS * seconds
+    frames: dict[tuple[int, int, int], av.VideoFrame] = {}
     with tempfile.TemporaryDirectory(prefix="kling-sim-") as folder:
         # The muxer moves the index to the front in a second pass over a real file.
         path = pathlib.Path(folder) / "video.mp4"
@@ -129,8 +137,14 @@ def compose_video(inputs: tuple[bytes | None, ...], aspect_ratio: str, duration:
             stream.width, stream.height = size
             stream.pix_fmt = "yuv420p"
             for index in range(total):
-                picture = _frame(stills, index, total)
-                frame = av.VideoFrame.from_image(picture)  # type: ignore[no-untyped-call]  # PyAV's stub
+                key = _frame_key(len(stills), index, total)
+                frame = frames.get(key)
+                if frame is None:
+                    picture = _picture(stills, key, seconds)
+                    rgb = av.VideoFrame.from_image(picture)  # type: ignore[no-untyped-call]  # PyAV's stub
+                    frame = frames[key] = rgb.reformat(format="yuv420p")
+                # The encoder keeps its own reference to the pixels: a repeated picture
+                # is the same frame object sent again with the next timestamp.
                 frame.pts = index
                 out.mux(stream.encode(frame))
             out.mux(stream.encode(None))
