@@ -21,7 +21,9 @@ from kling_async._api.profiles import (
     check_base_url,
     mint_jwt,
 )
-from kling_async._core.models import Kind
+from kling_async._client import Client
+from kling_async._core.models import Image, Kind, MultiImageToVideo
+from kling_async.simulator import Simulator, SimulatorConfig
 
 # PyJWT warns about HMAC keys under 32 bytes (Kling's secret keys are longer).
 SECRET = "kling-test-secret-key-0123456789abcdef"
@@ -208,3 +210,14 @@ def test_base_profile_is_abstract() -> None:
         profile.authorization()
     with pytest.raises(NotImplementedError):
         profile.has_credentials()
+
+
+async def test_pyjwt_token_is_accepted_by_the_simulator() -> None:
+    """A Kling client authenticating with an access/secret pair creates a task on the simulator."""
+    config = SimulatorConfig(api_keys=(), jwt_keys={"ak": SECRET})
+    async with Simulator(config) as sim:
+        profile = Kling(access_key="ak", secret_key=SECRET, base_url=sim.url)
+        async with Client(profile=profile) as client:
+            url = Image.from_url("https://example.invalid/a.png")
+            task = await client.create_task(MultiImageToVideo(images=[url], prompt="p" * 600))
+    assert task.task_id
