@@ -234,3 +234,11 @@ async def test_async_check_uses_the_same_rules() -> None:
         await check_request(_video(negative_prompt="n" * 201), COMETAPI_RULES)
     await check_request(_video(negative_prompt="n" * 201), COMETAPI_RULES, strict=False)
     await check_request(_video(negative_prompt="n" * 201), KLING_RULES)
+
+
+def test_a_profile_repr_names_documented_rules_and_shows_overrides() -> None:
+    """The documented rules show by name in a profile's repr; an override shows in full."""
+    assert "rules=COMETAPI_RULES" in repr(ka.CometAPI("k"))
+    assert "rules=KLING_RULES" in repr(ka.Kling("k"))
+    mine = attrs.evolve(COMETAPI_RULES, name="mine")
+    assert "rules=Rules(name='mine'" in repr(ka.CometAPI("k", rules=mine))

@@ -188,6 +188,14 @@ KLING_RULES: Final = Rules(
 )
 
 
+def _rules_repr(rules: Rules) -> str:
+    # The documented rules by name; other rules (a user's override) in full.
+    for name, known in (("COMETAPI_RULES", COMETAPI_RULES), ("KLING_RULES", KLING_RULES)):
+        if rules == known:
+            return name
+    return repr(rules)
+
+
 def _is_loopback(host: str) -> bool:
     if host.lower() in ("localhost", "localhost.localdomain"):
         return True
@@ -253,7 +261,7 @@ class Profile:
     video_path: str
     image_path: str
     scene_image_field: str
-    rules: Rules
+    rules: Rules = attrs.field(repr=_rules_repr)
 
     def path(self, kind: Kind) -> str:
         """The endpoint path for ``kind``."""
@@ -304,7 +312,7 @@ class CometAPI(Profile):
     image_path: str = "/kling/v1/images/generations"
     # CometAPI's page documents this misspelling; see API.md.
     scene_image_field: str = "scence_image"
-    rules: Rules = COMETAPI_RULES
+    rules: Rules = attrs.field(default=COMETAPI_RULES, repr=_rules_repr)
 
     def has_credentials(self) -> bool:
         """True when a key is set."""
@@ -380,7 +388,7 @@ class Kling(Profile):
     video_path: str = "/v1/videos/multi-image2video"
     image_path: str = "/v1/images/multi-image2image"
     scene_image_field: str = "scene_image"
-    rules: Rules = KLING_RULES
+    rules: Rules = attrs.field(default=KLING_RULES, repr=_rules_repr)
     jwt_ttl: int = 1800
     jwt_refresh_margin: int = 300
     _cache: _TokenCache = attrs.field(factory=_TokenCache, init=False, repr=False, eq=False)
