@@ -25,6 +25,7 @@ from kling_async.simulator import (
     SimulatorConfig,
     Uniform,
 )
+from kling_async.simulator._validation import image_size
 from tests._simulator_helpers import (
     IMAGE,
     KLING_IMAGE,
@@ -628,3 +629,18 @@ def test_public_names_are_sorted_and_resolve() -> None:
 
     assert simulator.__all__ == sorted(simulator.__all__, key=group)
     assert all(hasattr(simulator, name) for name in simulator.__all__)
+
+
+@pytest.mark.parametrize(
+    ("data", "size"),
+    [
+        (b"\xff\xd8\xff\xff\xd0\xff\xc0\x00\x11\x08\x01\x90\x02\x58", (600, 400)),  # fill, RST
+        (b"\xff\xd8\xff\xc0\x00\x11\x08\x01", None),  # cut inside the frame header
+        (b"\xff\xd8\xff\xc0\x00\x11\x08\x00\x00\x02\x58", None),  # zero height
+        (b"\xff\xd8\xff\xda\x00\x08\x00\x00", None),  # scan data before any frame header
+        (b"\xff\xd8\xff\xe0\x00\x01\x00\x00", None),  # a segment length below 2
+    ],
+)
+def test_the_simulators_own_jpeg_reader(data: bytes, size: tuple[int, int] | None) -> None:
+    """The simulator reads JPEG sizes on its own: fill bytes and RST skipped, damage is None."""
+    assert image_size(data) == size
