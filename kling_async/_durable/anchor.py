@@ -9,6 +9,7 @@ the journal when it was last seen (``live``): a session that died leaves the ``-
 file behind, so a dead session *without* one means its last commits were lost.
 """
 
+import contextlib
 import json
 import os
 import pathlib
@@ -78,19 +79,23 @@ def read_anchor(journal: "str | os.PathLike[str]") -> BatchAnchor | None:
     except OSError as exc:
         raise JournalError(f"cannot read the batch anchor {str(path)!r}: {exc}") from exc
     try:
-        if len(raw) > _MAX_SIZE:
-            raise ValueError("too large")
-        data = json.loads(raw.decode("utf-8"))
-        batch_id = data["batch_id"]
-        created_at = float(data["created_at"])
-        live = data.get("live", False)
-        if not isinstance(batch_id, str) or not batch_id or not isinstance(live, bool):
-            raise ValueError("bad fields")
+        return _parse(raw)
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise JournalError(
             f"the batch anchor {str(path)!r} is damaged ({exc}); it names the batch whose"
             " jobs may already be paid for: restore it, or start a new run in another folder"
         ) from exc
+
+
+def _parse(raw: bytes) -> BatchAnchor:
+    if len(raw) > _MAX_SIZE:
+        raise ValueError("too large")
+    data = json.loads(raw.decode("utf-8"))
+    batch_id = data["batch_id"]
+    created_at = float(data["created_at"])
+    live = data.get("live", False)
+    if not isinstance(batch_id, str) or not batch_id or not isinstance(live, bool):
+        raise ValueError("bad fields")
     return BatchAnchor(batch_id=batch_id, created_at=created_at, live=live)
 
 
@@ -118,10 +123,8 @@ def write_anchor(journal: "str | os.PathLike[str]", anchor: BatchAnchor) -> None
         os.replace(temporary, path)
         _fsync_dir(path.parent)
     except OSError as exc:
-        try:
+        with contextlib.suppress(OSError):
             temporary.unlink(missing_ok=True)
-        except OSError:  # pragma: no cover -- the folder itself went away
-            pass
         raise JournalError(f"cannot write the batch anchor {str(path)!r}: {exc}") from exc
 
 

@@ -242,8 +242,10 @@ async def download_outcome(
     """Download a SUCCEEDED job's files, record them, and return the outcome with its files.
 
     A download that fails for good leaves the job SUCCEEDED-not-downloaded in the store
-    (with the URL and its expiry, for a later resume) and comes back as the outcome's
-    ``error`` with status still SUCCEEDED.
+    (with the URL and its expiry, for a later resume) and comes back with status
+    ``DOWNLOAD_FAILED`` and the ``DownloadError``: a job whose files did not arrive is
+    never reported as succeeded. This never raises for a download problem (an
+    unexpected error becomes a ``DownloadError`` too).
     """
     if outcome.status is not JobStatus.SUCCEEDED or outcome.task is None:
         return outcome
@@ -251,11 +253,28 @@ async def download_outcome(
     urls = tuple(v.url for v in task.videos) + tuple(i.url for i in task.images)
     default = ".mp4" if outcome.kind is Kind.VIDEO else ".png"
     try:
+        if not urls:
+            raise DownloadError(  # noqa: TRY301 -- one failure path for every cause
+                "the task succeeded without any result URL", url="", task_id=task.task_id
+            )
         files = await downloader.download_all(
             outcome.key, urls, default_suffix=default, task_id=task.task_id
         )
-    except DownloadError as exc:
-        await store.download_failed(outcome.key, exc)
-        return attrs.evolve(outcome, error=exc)
+    except Exception as exc:
+        error = exc if isinstance(exc, DownloadError) else _unexpected(exc, outcome, urls)
+        error.job_key = outcome.key
+        await store.download_failed(outcome.key, error)
+        return attrs.evolve(outcome, status=JobStatus.DOWNLOAD_FAILED, error=error)
     await store.downloaded(outcome.key, files)
     return attrs.evolve(outcome, files=tuple(pathlib.Path(f.path) for f in files))
+
+
+def _unexpected(exc: Exception, outcome: Outcome, urls: tuple[str, ...]) -> DownloadError:
+    error = DownloadError(
+        f"the result files could not be saved: {type(exc).__name__}: {exc}",
+        url=urls[0] if urls else "",
+        task_id=outcome.task_id,
+        job_key=outcome.key,
+    )
+    error.__cause__ = exc
+    return error

@@ -65,11 +65,12 @@ async def prepare(
         return
     work = resume_work(await store.resume())
     to_download = {row.key for row, _ in work.downloads}
-    for outcome in work.outcomes:
-        if out_dir is not None and outcome.files:
+    for ended in work.outcomes:
+        outcome = ended
+        if out_dir is not None and ended.files:
             # files are where the output folder is now, even if it was moved since
             here = pathlib.Path(out_dir)
-            outcome = attrs.evolve(outcome, files=tuple(here / f.name for f in outcome.files))
+            outcome = attrs.evolve(ended, files=tuple(here / f.name for f in ended.files))
         batch.restore(outcome, finish=out_dir is not None and outcome.key in to_download)
     for row, error in work.broken:
         outcome = Outcome(

@@ -115,7 +115,7 @@ class JournalError(KlingError, RuntimeError):
     default_scope = Scope.BATCH
 
 
-class JournalLost(JournalError):
+class JournalLost(JournalError):  # noqa: N818 -- a JournalError named for what happened
     """The journal lost rows it once held (empty, missing, its ``-wal`` gone after a crash).
 
     Raised where the journal is only read; a batch opens it with ``recover=True`` and
