@@ -48,8 +48,9 @@ def _files_of(i: int) -> int:
 def _signal(proc: asyncio.subprocess.Process, sig: int) -> None:
     """Send ``sig`` to ``proc`` without reaping it.
 
-    Not ``proc.send_signal``: it goes to ``Popen.send_signal``, which first polls the child (``waitpid(pid, WNOHANG)``). A child that has just exited on its own
-    is then reaped by that poll, before asyncio's child watcher thread (blocked in
+    Not ``proc.send_signal``: it goes to ``Popen.send_signal``, which first polls the
+    child (``waitpid(pid, WNOHANG)``). A child that has just exited on its own is then
+    reaped by that poll, before asyncio's child watcher thread (blocked in
     ``waitpid(pid, 0)``) gets it: the watcher sees ECHILD, logs "Unknown child process
     pid N" and reports returncode 255. Under load (the whole suite) the watcher thread
     is scheduled late and that race is lost now and then. Only the watcher reaps here,

@@ -146,7 +146,7 @@ async def test_same_key_same_request_is_a_no_op_another_request_a_conflict(
 
 
 async def test_an_expired_url_leaves_the_job_to_a_later_resume(tmp_path: pathlib.Path) -> None:
-    """A result URL gone before its download: DOWNLOAD_FAILED, journal row SUCCEEDED, resumes retry."""
+    """An expired result URL: DOWNLOAD_FAILED, the row stays SUCCEEDED, each resume retries."""
     path = tmp_path / "run.sqlite"
     out = tmp_path / "out"
     config = SimulatorConfig(time_scale=SCALE, url_ttl=600, seed=7)
