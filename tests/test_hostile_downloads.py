@@ -12,6 +12,7 @@ import shutil
 from collections.abc import AsyncIterator
 
 import anyio
+import anyio.lowlevel
 import attrs
 import pytest
 
@@ -36,7 +37,7 @@ class NoWait:
     """Backoff waits that do not wait (the bounds under test are the downloader's own)."""
 
     async def __call__(self, seconds: float) -> None:
-        await anyio.sleep(0)
+        await anyio.lowlevel.checkpoint()
 
 
 @pytest.fixture
