@@ -56,11 +56,21 @@ class JournalBatchStore:
     """
 
     def __init__(
-        self, store: JobStore, *, check_key: Callable[[str], object] | None = None
+        self,
+        store: JobStore,
+        *,
+        check_key: Callable[[str], object] | None = None,
+        recovering: bool = False,
     ) -> None:
-        """Write through ``store``; ``check_key`` vets each new key (raises to refuse it)."""
+        """Write through ``store``; ``check_key`` vets each new key (raises to refuse it).
+
+        ``recovering``: the journal lost rows, so a job it does not know may have been
+        created already: each new row is written SUBMITTING at once (durably), the state
+        of a job whose create may have been sent; the engine looks it up first.
+        """
         self.store = store
         self._check_key = check_key
+        self.recovering = recovering
 
     async def pending(
         self, key: str, kind: Kind, request: Request, external_id: str
@@ -75,11 +85,13 @@ class JournalBatchStore:
             Exception: whatever ``check_key`` raises (``UnsafeKey`` when results are
                 downloaded: refused before any create is paid for, not after).
         """
-        del external_id  # derived again from batch id and key; written at SUBMITTING
         if self._check_key is not None:
             self._check_key(key)
         record = request_to_record(request)
-        return await self.store.add(key, kind.value, fingerprint(record), record, durable=False)
+        existing = await self.store.add(key, kind.value, fingerprint(record), record, durable=False)
+        if existing is None and self.recovering:
+            await self.store.mark_submitting(key, external_id)
+        return existing
 
     async def submitting(self, key: str, external_id: str) -> None:
         """Write SUBMITTING (one more attempt) before the create is sent."""

@@ -52,7 +52,9 @@ async def prepare(
         store = MemoryStore(batch_id=batch_id or batch.batch_id, keep_records=False)
         stack.push_async_callback(store.aclose)
     # With downloads, a key that cannot name a file is refused at submit, before it is paid.
-    bridge = JournalBatchStore(store, check_key=None if out_dir is None else file_stem)
+    bridge = JournalBatchStore(
+        store, check_key=None if out_dir is None else file_stem, recovering=recovering
+    )
     batch.configure(batch_id=store.batch_id, store=bridge)
     if out_dir is not None:
         downloader = await stack.enter_async_context(Downloader(out_dir))
@@ -91,6 +93,10 @@ async def prepare(
             external_id=job.row.external_id or external_id_for(batch.batch_id, job.row.key),
             task_id=job.row.task_id,
         )
+    if recovering:
+        for job in work.submit:  # PENDING may be a lost SUBMITTING: look it up first
+            external_id = external_id_for(batch.batch_id, job.row.key)
+            await store.mark_submitting(job.row.key, external_id)
     for job in (*work.reconcile, *(work.submit if recovering else ())):
         await batch.resume(
             job.request,
