@@ -15,6 +15,7 @@ import os
 import pathlib
 import shutil
 import signal
+import sqlite3
 import sys
 
 import anyio
@@ -24,6 +25,8 @@ import pytest
 import kling_async as ka
 from kling_async._cli.app import main
 from kling_async._durable.anchor import anchor_path, new_anchor, read_anchor, write_anchor
+from kling_async._durable.bridge import JournalBatchStore
+from kling_async._durable.journaled import refuse_orphan_results
 from kling_async._durable.records import JournalLost
 from kling_async._durable.sqlite import SqliteJournal
 from kling_async.simulator import Simulator, SimulatorConfig
@@ -298,3 +301,102 @@ async def test_a_deleted_wal_then_kill9_pays_no_job_twice(tmp_path: pathlib.Path
     assert stats.tasks_created == n
     assert stats.max_creates_per_external_id == 1
     assert stats.duplicates_rejected == 0
+
+
+# -- the anchor's own edges -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"x" * (65 * 1024),
+        b'{"batch_id": "", "created_at": 1}',
+        b'{"batch_id": "b", "created_at": 1, "live": "yes"}',
+        b'{"created_at": 1}',
+        b"[1, 2]",
+        b"\xff\xfe",
+    ],
+)
+def test_an_anchor_that_is_not_one_is_damaged(tmp_path: pathlib.Path, body: bytes) -> None:
+    """Too large, empty batch id, a non-boolean flag, missing fields, not UTF-8: refused."""
+    journal = tmp_path / "run.sqlite"
+    anchor_path(journal).write_bytes(body)
+    with pytest.raises(ka.JournalError, match="damaged"):
+        read_anchor(journal)
+
+
+def test_an_unreadable_anchor_is_a_journal_error(tmp_path: pathlib.Path) -> None:
+    """An anchor path that cannot be read (here a folder) is a JournalError."""
+    journal = tmp_path / "run.sqlite"
+    anchor_path(journal).mkdir()
+    with pytest.raises(ka.JournalError, match="cannot read the batch anchor"):
+        read_anchor(journal)
+
+
+async def test_a_journal_without_its_batch_row_is_lost(tmp_path: pathlib.Path) -> None:
+    """The batch row gone while the anchor stays: JournalLost unless opened to recover."""
+    journal = tmp_path / "run.sqlite"
+    async with SqliteJournal.open(journal, batch_id="b1"):
+        pass
+    await anyio.to_thread.run_sync(_sql, journal, "DELETE FROM batch")
+    with pytest.raises(JournalLost, match="holds no batch"):
+        async with SqliteJournal.open(journal):
+            pass
+    async with SqliteJournal.open(journal, recover=True) as recovered:
+        assert (recovered.batch_id, recovered.recovering) == ("b1", True)
+    async with SqliteJournal.open(journal) as reopened:  # recovered: whole again
+        assert (reopened.batch_id, reopened.recovering) == ("b1", False)
+
+
+async def test_without_an_anchor_the_journal_batch_id_still_rules(tmp_path: pathlib.Path) -> None:
+    """An older journal with no anchor: another batch id is refused; opening writes the anchor."""
+    journal = tmp_path / "run.sqlite"
+    async with SqliteJournal.open(journal, batch_id="old"):
+        pass
+    await anyio.Path(anchor_path(journal)).unlink()
+    with pytest.raises(ka.JournalConflict, match="belongs to batch 'old'"):
+        async with SqliteJournal.open(journal, batch_id="new"):
+            pass
+    async with SqliteJournal.open(journal):
+        pass
+    anchor = await anyio.to_thread.run_sync(read_anchor, journal)
+    assert anchor is not None
+    assert anchor.batch_id == "old"
+
+
+def _sql(path: pathlib.Path, statement: str) -> None:
+    with contextlib.closing(sqlite3.connect(path)) as conn, conn:
+        conn.execute(statement)
+
+
+async def test_pending_rows_of_a_lost_journal_are_looked_up_first(tmp_path: pathlib.Path) -> None:
+    """After a lost -wal, PENDING rows may hide sent creates: each is looked up, then created."""
+    journal, out = tmp_path / "run.sqlite", tmp_path / "out"
+    async with SqliteJournal.open(journal, batch_id="p") as opened:
+        bridge = JournalBatchStore(opened)
+        for key, request in jobs(3):
+            await bridge.pending(key, request.kind, request, key)
+    # as if the session had died with its -wal file gone
+    await anyio.to_thread.run_sync(write_anchor, journal, new_anchor("p"))
+    async with Simulator(SimulatorConfig(time_scale=SCALE, seed=12)) as sim:
+        outcomes = await _run(sim, journal, out, n=3)
+        stats = sim.statistics()
+    assert all(o.ok and o.files for o in outcomes)
+    assert stats.tasks_created == 3
+    assert stats.requests_to("video.query", 404) >= 3  # looked up, found absent, then created
+
+
+def test_results_that_name_no_task_are_no_earlier_run(tmp_path: pathlib.Path) -> None:
+    """Only results naming a server task count as an earlier run; rows refused before any
+    create (--skip-invalid) or a missing folder do not."""
+    journal, out = tmp_path / "run.sqlite", tmp_path / "out"
+    refuse_orphan_results(journal, out)  # no folder yet
+    out.mkdir()
+    results = out / "results.jsonl"
+    results.write_text('{"key": "a", "status": "invalid", "task_id": null}\nnot json\n')
+    refuse_orphan_results(journal, out)
+    results.write_text('{"key": "a", "status": "failed", "task_id": "t-1"}\n')
+    with pytest.raises(ka.JournalError, match=r"results\.jsonl"):
+        refuse_orphan_results(journal, out)
+    anchor_path(journal).write_text("{}")  # an anchor (even damaged) is the journal's business
+    refuse_orphan_results(journal, out)
