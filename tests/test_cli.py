@@ -217,7 +217,9 @@ def test_run_jsonl_on_the_in_process_simulator(
             assert (out / name).stat().st_size > 0
     assert (out / "journal.sqlite").is_file()
     saved = json.loads(settings_path(out / "journal.sqlite").read_text(encoding="utf-8"))
-    assert saved["jobs"] == str(examples / "jobs.jsonl")
+    # saved relative to the settings file, so a moved folder still finds its files
+    assert saved["jobs"] == "../examples/jobs.jsonl"
+    assert saved["out_dir"] == "."
 
 
 def test_status_shows_the_journal_without_network(

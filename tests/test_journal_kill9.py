@@ -45,16 +45,29 @@ def _files_of(i: int) -> int:
     return 1 if i % 2 else 1 + i // 2 % 3
 
 
+def _signal(proc: asyncio.subprocess.Process, sig: int) -> None:
+    """Send ``sig`` to ``proc`` without reaping it.
+
+    Not ``proc.send_signal``: it goes to ``Popen.send_signal``, which first polls the
+    child (``waitpid(pid, WNOHANG)``). A child that has just exited on its own is then
+    reaped by that poll, before asyncio's child watcher thread (blocked in
+    ``waitpid(pid, 0)``) gets it: the watcher sees ECHILD, logs "Unknown child process
+    pid N" and reports returncode 255. Under load (the whole suite) the watcher thread
+    is scheduled late and that race is lost now and then. Only the watcher reaps here,
+    so the pid cannot be reused while ``proc.returncode`` is None.
+    """
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(proc.pid, sig)
+
+
 async def _stop(proc: asyncio.subprocess.Process, sig: int = signal.SIGKILL) -> None:
-    """Signal ``proc`` (if it still runs) and reap it; SIGKILL if it lingers."""
+    """Signal ``proc`` (if it still runs) and wait for it; SIGKILL if it lingers."""
     if proc.returncode is None:
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(sig)
+        _signal(proc, sig)
         try:
             await asyncio.wait_for(proc.wait(), 5)
         except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
+            _signal(proc, signal.SIGKILL)
             await proc.wait()
 
 

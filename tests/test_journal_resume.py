@@ -146,7 +146,7 @@ async def test_same_key_same_request_is_a_no_op_another_request_a_conflict(
 
 
 async def test_an_expired_url_leaves_the_job_to_a_later_resume(tmp_path: pathlib.Path) -> None:
-    """A result URL gone before its download keeps the job SUCCEEDED; each resume retries it."""
+    """An expired result URL: DOWNLOAD_FAILED, the row stays SUCCEEDED, each resume retries."""
     path = tmp_path / "run.sqlite"
     out = tmp_path / "out"
     config = SimulatorConfig(time_scale=SCALE, url_ttl=600, seed=7)
@@ -160,7 +160,7 @@ async def test_an_expired_url_leaves_the_job_to_a_later_resume(tmp_path: pathlib
             async with kling.batch(journal=path, out_dir=out) as batch:
                 outcomes = [o async for o in batch]
             assert sim.statistics().requests_to("file", 403) == served + 2  # retried, refused
-            assert {o.status for o in outcomes} == {ka.JobStatus.SUCCEEDED}
+            assert {o.status for o in outcomes} == {ka.JobStatus.DOWNLOAD_FAILED}
             assert all(isinstance(o.error, ka.ResultExpired) for o in outcomes)
             assert all(o.files == () for o in outcomes)
         stats = sim.statistics()

@@ -8,6 +8,7 @@ settings of a run are saved next to its journal so ``resume`` needs only the jou
 
 import contextlib
 import json
+import os
 import pathlib
 import signal
 import sys
@@ -79,12 +80,16 @@ class RunSettings:
     time_scale: float | None = None
     skip_invalid: bool = False
 
-    def to_json(self) -> dict[str, object]:
-        """The settings as saved next to the journal (no secrets in here)."""
+    def to_json(self, base: pathlib.Path | None = None) -> dict[str, object]:
+        """The settings as saved next to the journal (no secrets in here).
+
+        With ``base`` (the settings file's folder), paths are saved relative to it, so a
+        moved output folder (journal and settings inside) resumes where it is now.
+        """
         data = attrs.asdict(self)
         for name in ("jobs", "out_dir", "journal"):
             value = data[name]
-            data[name] = None if value is None else str(value)
+            data[name] = None if value is None else _relative(value, base)
         return data
 
     @classmethod
@@ -92,10 +97,20 @@ class RunSettings:
         """Read saved settings (the journal's own path wins over the saved one)."""
         names = {field.name for field in attrs.fields(cls)}
         values = {name: value for name, value in data.items() if name in names}
-        values["jobs"] = None if values.get("jobs") is None else pathlib.Path(values["jobs"])
-        values["out_dir"] = pathlib.Path(values.get("out_dir") or journal.parent)
+        base = journal.parent  # relative paths are relative to the settings file
+        values["jobs"] = None if values.get("jobs") is None else base / values["jobs"]
+        values["out_dir"] = base / (values.get("out_dir") or ".")
         values["journal"] = journal
         return cls(**values)
+
+
+def _relative(path: pathlib.Path, base: pathlib.Path | None) -> str:
+    if base is None:
+        return str(path)
+    try:
+        return os.path.relpath(path.absolute(), base.absolute())
+    except ValueError:  # another drive (Windows): only an absolute path reaches it
+        return str(path.absolute())
 
 
 def settings_path(journal: pathlib.Path) -> pathlib.Path:
@@ -108,7 +123,8 @@ def save_settings(settings: RunSettings) -> None:
     path = settings_path(settings.journal)
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps(settings.to_json(), indent=2) + "\n", encoding="utf-8")
+    data = settings.to_json(path.parent)
+    temporary.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     temporary.replace(path)
 
 

@@ -48,6 +48,7 @@ _STATUS_STYLE: Final[Mapping[str, str]] = {
     "timed_out": "yellow",
     "stopped": "magenta",
     "invalid": "red",
+    "download_failed": "red",
 }
 _STATUS_MARK: Final[Mapping[str, str]] = {
     "succeeded": "ok",
@@ -55,6 +56,7 @@ _STATUS_MARK: Final[Mapping[str, str]] = {
     "timed_out": "TIMED OUT",
     "stopped": "STOPPED",
     "invalid": "INVALID",
+    "download_failed": "NO FILES",
 }
 
 
@@ -513,7 +515,8 @@ def render_summary(summary: RunSummary, *, terminal: bool) -> RenderableType:
     table.add_column("what", style="bold" if terminal else None)
     table.add_column("value")
     table.add_row("jobs", str(summary.total))
-    for status in ("succeeded", "failed", "timed_out", "stopped", "invalid", "unfinished"):
+    statuses = ("succeeded", "download_failed", "failed", "timed_out", "stopped", "invalid")
+    for status in (*statuses, "unfinished"):
         count = summary.counts.get(status, 0)
         if count or status in {"succeeded", "failed"}:
             style = _STATUS_STYLE.get(status) if terminal and count else None

@@ -56,11 +56,21 @@ class JournalBatchStore:
     """
 
     def __init__(
-        self, store: JobStore, *, check_key: Callable[[str], object] | None = None
+        self,
+        store: JobStore,
+        *,
+        check_key: Callable[[str], object] | None = None,
+        recovering: bool = False,
     ) -> None:
-        """Write through ``store``; ``check_key`` vets each new key (raises to refuse it)."""
+        """Write through ``store``; ``check_key`` vets each new key (raises to refuse it).
+
+        ``recovering``: the journal lost rows, so a job it does not know may have been
+        created already: each new row is written SUBMITTING at once (durably), the state
+        of a job whose create may have been sent; the engine looks it up first.
+        """
         self.store = store
         self._check_key = check_key
+        self.recovering = recovering
 
     async def pending(
         self, key: str, kind: Kind, request: Request, external_id: str
@@ -75,11 +85,13 @@ class JournalBatchStore:
             Exception: whatever ``check_key`` raises (``UnsafeKey`` when results are
                 downloaded: refused before any create is paid for, not after).
         """
-        del external_id  # derived again from batch id and key; written at SUBMITTING
         if self._check_key is not None:
             self._check_key(key)
         record = request_to_record(request)
-        return await self.store.add(key, kind.value, fingerprint(record), record, durable=False)
+        existing = await self.store.add(key, kind.value, fingerprint(record), record, durable=False)
+        if existing is None and self.recovering:
+            await self.store.mark_submitting(key, external_id)
+        return existing
 
     async def submitting(self, key: str, external_id: str) -> None:
         """Write SUBMITTING (one more attempt) before the create is sent."""
@@ -242,8 +254,10 @@ async def download_outcome(
     """Download a SUCCEEDED job's files, record them, and return the outcome with its files.
 
     A download that fails for good leaves the job SUCCEEDED-not-downloaded in the store
-    (with the URL and its expiry, for a later resume) and comes back as the outcome's
-    ``error`` with status still SUCCEEDED.
+    (with the URL and its expiry, for a later resume) and comes back with status
+    ``DOWNLOAD_FAILED`` and the ``DownloadError``: a job whose files did not arrive is
+    never reported as succeeded. This never raises for a download problem (an
+    unexpected error becomes a ``DownloadError`` too).
     """
     if outcome.status is not JobStatus.SUCCEEDED or outcome.task is None:
         return outcome
@@ -251,11 +265,28 @@ async def download_outcome(
     urls = tuple(v.url for v in task.videos) + tuple(i.url for i in task.images)
     default = ".mp4" if outcome.kind is Kind.VIDEO else ".png"
     try:
+        if not urls:
+            raise DownloadError(  # noqa: TRY301 -- one failure path for every cause
+                "the task succeeded without any result URL", url="", task_id=task.task_id
+            )
         files = await downloader.download_all(
             outcome.key, urls, default_suffix=default, task_id=task.task_id
         )
-    except DownloadError as exc:
-        await store.download_failed(outcome.key, exc)
-        return attrs.evolve(outcome, error=exc)
+    except Exception as exc:
+        error = exc if isinstance(exc, DownloadError) else _unexpected(exc, outcome, urls)
+        error.job_key = outcome.key
+        await store.download_failed(outcome.key, error)
+        return attrs.evolve(outcome, status=JobStatus.DOWNLOAD_FAILED, error=error)
     await store.downloaded(outcome.key, files)
     return attrs.evolve(outcome, files=tuple(pathlib.Path(f.path) for f in files))
+
+
+def _unexpected(exc: Exception, outcome: Outcome, urls: tuple[str, ...]) -> DownloadError:
+    error = DownloadError(
+        f"the result files could not be saved: {type(exc).__name__}: {exc}",
+        url=urls[0] if urls else "",
+        task_id=outcome.task_id,
+        job_key=outcome.key,
+    )
+    error.__cause__ = exc
+    return error

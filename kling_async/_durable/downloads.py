@@ -5,8 +5,17 @@ streamed into ``.<name>.part`` beside its final name, fsynced, then renamed over
 reader never sees half a file, and a crash leaves at most a ``.part`` file that the next
 attempt continues with an HTTP ``Range`` request (or restarts when the server answers
 200). File names come from the job key, never from the server.
+
+A hostile or broken file host is bounded: each file has a byte cap (by media, checked
+against ``Content-Length`` and while streaming), a minimum speed after a grace period
+and an overall time budget (so a trickling host releases its slot and others proceed),
+and its first bytes must be the media expected (an MP4/MOV ``ftyp`` box, PNG, JPEG,
+GIF or WebP; an HTML error page served with 200 is refused). A file that fails for
+good leaves no partial file behind. A URL that cannot be parsed and any unexpected
+error end as a ``DownloadError``: a job never "succeeds" without its files.
 """
 
+import contextlib
 import hashlib
 import os
 import pathlib
@@ -29,10 +38,16 @@ from .records import FileRecord
 __all__ = [
     "ALLOWED_SUFFIXES",
     "DEFAULT_DOWNLOAD_TIMEOUT",
+    "DEFAULT_FILE_BUDGET",
+    "DEFAULT_MAX_IMAGE_BYTES",
+    "DEFAULT_MAX_VIDEO_BYTES",
+    "DEFAULT_MIN_SPEED",
+    "DEFAULT_SPEED_GRACE",
     "DownloadStatistics",
     "Downloader",
     "UnsafeKey",
     "file_stem",
+    "media_of",
     "result_suffix",
     "url_expiry",
 ]
@@ -48,6 +63,17 @@ _CONTENT_TYPES = {
 }
 # Between chunks, not in total: a large video on a slow link may take long, a stall may not.
 DEFAULT_DOWNLOAD_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=60)
+# Kling's results: videos of 5-10 s at 1080p are tens of MB, images a few MB; the caps
+# leave a wide margin and still stop an endless body long before the disk fills.
+DEFAULT_MAX_VIDEO_BYTES = 512 * 1024 * 1024
+DEFAULT_MAX_IMAGE_BYTES = 64 * 1024 * 1024
+DEFAULT_MIN_SPEED = 32 * 1024
+"""Bytes per second a file must average once ``DEFAULT_SPEED_GRACE`` has passed."""
+DEFAULT_SPEED_GRACE = 15.0
+DEFAULT_FILE_BUDGET = 1800.0
+"""Seconds of transfer (all attempts together) one file may take at most."""
+_VIDEO_SUFFIXES = frozenset({".mp4", ".mov"})
+_HEAD = 16  # bytes needed to tell the media
 _CHUNK = 256 * 1024
 # Bytes gathered in memory before they are written to the part file (one thread hop).
 _SPILL = 4 * 1024 * 1024
@@ -106,6 +132,33 @@ def result_suffix(url: str, content_type: str | None, default: str = ".bin") -> 
         if mapped is not None:
             return mapped
     return default
+
+
+def media_of(head: bytes) -> tuple[str, str] | None:
+    """Tell a file's media from its first bytes: ``(kind, suffix)``, or None if unknown.
+
+    ``kind`` is ``"video"`` (an ISO-BMFF ``ftyp`` box: MP4, MOV) or ``"image"`` (PNG,
+    JPEG, GIF, WebP).
+    """
+    if head[4:8] == b"ftyp":
+        return ("video", ".mov" if head[8:12] == b"qt  " else ".mp4")
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return ("image", ".png")
+    if head.startswith(b"\xff\xd8\xff"):
+        return ("image", ".jpg")
+    if head.startswith((b"GIF87a", b"GIF89a")):
+        return ("image", ".gif")
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return ("image", ".webp")
+    return None
+
+
+def _kind_of_suffix(suffix: str) -> str | None:
+    if suffix in _VIDEO_SUFFIXES:
+        return "video"
+    if suffix in ALLOWED_SUFFIXES:
+        return "image"
+    return None
 
 
 def url_expiry(url: str) -> float | None:
@@ -179,6 +232,13 @@ class Downloader(AsyncClosing):
         backoff_max: Cap of one wait, also of an honoured ``Retry-After``.
         timeout: aiohttp timeout of one attempt.
         sleep: How to wait between attempts (injected in tests).
+        max_video_bytes: Largest video file accepted; a longer body fails the file.
+        max_image_bytes: Largest image file accepted (also for a file of unknown kind).
+        min_speed: Bytes per second a file must average once ``speed_grace`` seconds
+            of an attempt have passed; slower, the attempt ends and frees its slot.
+        speed_grace: Seconds an attempt may take before ``min_speed`` applies.
+        file_budget: Seconds of transfer one file may take over all its attempts.
+        check_media: Refuse a body whose first bytes are not the media expected.
     """
 
     def __init__(
@@ -192,11 +252,26 @@ class Downloader(AsyncClosing):
         backoff_max: float = 30.0,
         timeout: aiohttp.ClientTimeout = DEFAULT_DOWNLOAD_TIMEOUT,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+        max_video_bytes: int = DEFAULT_MAX_VIDEO_BYTES,
+        max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
+        min_speed: float = DEFAULT_MIN_SPEED,
+        speed_grace: float = DEFAULT_SPEED_GRACE,
+        file_budget: float = DEFAULT_FILE_BUDGET,
+        check_media: bool = True,
     ) -> None:
         if concurrency < 1 or attempts < 1:
             raise ValueError("concurrency and attempts must be at least 1")
         if backoff_base < 0 or backoff_max < 0:
             raise ValueError("backoff_base and backoff_max must be >= 0")
+        if max_video_bytes < 1 or max_image_bytes < 1:
+            raise ValueError("max_video_bytes and max_image_bytes must be at least 1")
+        if min_speed <= 0 or speed_grace <= 0 or file_budget <= 0:
+            raise ValueError("min_speed, speed_grace and file_budget must be > 0")
+        self._caps = {"video": max_video_bytes, "image": max_image_bytes}
+        self._min_speed = min_speed
+        self._grace = speed_grace
+        self._budget = file_budget
+        self._check_media = check_media
         self._dir = pathlib.Path(out_dir)
         self._session = session
         self._owns_session = session is None
@@ -307,11 +382,7 @@ class Downloader(AsyncClosing):
             UnsafeKey: the key cannot name a file.
         """
         stem = file_stem(key) if index is None else f"{file_stem(key)}-{int(index)}"
-        scheme = yarl.URL(url).scheme
-        if scheme not in {"http", "https"}:
-            raise DownloadError(
-                f"result URL scheme {scheme!r} is not http(s)", url=url, job_key=key
-            )
+        _check_url(url, key, task_id)
         if self._session is None:
             raise RuntimeError("use the Downloader in 'async with' before downloading")
         part = self._dir / f".{stem}.part"
@@ -320,6 +391,16 @@ class Downloader(AsyncClosing):
         self._busy.add(part)
         try:
             return await self._download(url, key, stem, part, default_suffix, task_id=task_id)
+        except DownloadError:
+            raise
+        except Exception as exc:  # a bug or a surprise must not end as "succeeded, no file"
+            self._failed += 1
+            raise DownloadError(
+                f"unexpected error while downloading: {type(exc).__name__}: {exc}",
+                url=url,
+                task_id=task_id,
+                job_key=key,
+            ) from exc
         finally:
             self._busy.discard(part)
 
@@ -334,17 +415,20 @@ class Downloader(AsyncClosing):
         task_id: str | None,
     ) -> FileRecord:
         attempt = 0
+        budget = _Budget(self._budget)
         while True:
             attempt += 1
             try:
                 # the slot is held for one attempt, not through the backoff wait
                 async with self._limiter:
-                    record = await self._attempt(url, stem, part, default_suffix)
+                    record = await self._attempt(url, stem, part, default_suffix, budget)
             except _Retry as retry:
-                if attempt >= self._attempts:
+                if attempt >= self._attempts or budget.left() <= 0:
                     self._failed += 1
+                    await _discard(part)
+                    spent = "" if budget.left() > 0 else f" and its {self._budget:g} s budget"
                     raise DownloadError(
-                        f"download failed after {attempt} attempts: {retry}",
+                        f"download failed after {attempt} attempts{spent}: {retry}",
                         url=url,
                         http_status=retry.status,
                         task_id=task_id,
@@ -355,6 +439,7 @@ class Downloader(AsyncClosing):
                 await self._sleep(self._delay(attempt, retry.after))
             except DownloadError as exc:
                 self._failed += 1
+                await _discard(part)
                 exc.job_key, exc.task_id = key, task_id
                 raise
             else:
@@ -366,15 +451,36 @@ class Downloader(AsyncClosing):
             return min(after, self._backoff_max)
         return random.uniform(0, min(self._backoff_max, self._backoff_base * 2 ** (attempt - 1)))
 
-    async def _attempt(self, url: str, stem: str, part: pathlib.Path, default: str) -> FileRecord:
+    async def _attempt(
+        self, url: str, stem: str, part: pathlib.Path, default: str, budget: "_Budget"
+    ) -> FileRecord:
+        began = anyio.current_time()
+        # the attempt's deadline: the grace period, pushed on by every byte that arrives
+        # at the minimum speed, never past what is left of the file's budget
+        limit = began + budget.left()
+        pace = _Pace(began + self._grace, self._min_speed, limit)
+        record: FileRecord | None = None
         try:
-            return await self._fetch(url, stem, part, default)
+            with anyio.CancelScope(deadline=min(pace.deadline, limit)) as scope:
+                pace.scope = scope
+                record = await self._fetch(url, stem, part, default, pace)
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise _Retry(f"{type(exc).__name__}: {exc}") from exc
         except OSError as exc:  # the disk, not the network: another attempt will not help
             raise DownloadError(f"cannot write {part}: {exc}", url=url) from exc
+        finally:
+            budget.spend(anyio.current_time() - began)
+        if record is None:  # the deadline passed: too slow, the slot goes to others
+            elapsed = anyio.current_time() - began
+            raise _Retry(
+                f"too slow: {pace.received} bytes in {elapsed:.1f} s (at least"
+                f" {self._min_speed:g} bytes/s after {self._grace:g} s)"
+            )
+        return record
 
-    async def _fetch(self, url: str, stem: str, part: pathlib.Path, default: str) -> FileRecord:
+    async def _fetch(
+        self, url: str, stem: str, part: pathlib.Path, default: str, pace: "_Pace"
+    ) -> FileRecord:
         assert self._session is not None
         offset = await _size_or_zero(part)
         headers = {"Range": f"bytes={offset}-"} if offset else {}
@@ -388,18 +494,28 @@ class Downloader(AsyncClosing):
             elif start:
                 self._resumed += 1
             expected = _expected_size(resp, start)
+            suffix = result_suffix(url, resp.headers.get("Content-Type"), default)
+            kind = _kind_of_suffix(suffix)
+            cap = self._caps[kind or "video"]
+            if expected is not None and expected > cap:
+                raise DownloadError(
+                    f"result file is {expected} bytes, over the cap of {cap} bytes",
+                    url=url,
+                )
             writer = _PartWriter(part, start)
-            hasher = (
+            hasher, head = (
                 await anyio.to_thread.run_sync(_hash_prefix, part, start)
                 if start
-                else hashlib.sha256()
+                else (hashlib.sha256(), b"")
             )
+            check = _MediaCheck(url, kind, head) if self._check_media else None
             try:
-                size = await self._stream(resp, writer, hasher)
-            except Exception:
+                size = await self._stream(resp, writer, hasher, cap=cap, check=check, pace=pace)
+            except (aiohttp.ClientError, TimeoutError):
                 await anyio.to_thread.run_sync(writer.spill)  # a Range request continues it
                 raise
-            suffix = result_suffix(url, resp.headers.get("Content-Type"), default)
+            if check is not None:
+                check.done()
         if expected is not None and size != expected:
             # the body ended early without the client noticing: keep the part, Range next time
             await anyio.to_thread.run_sync(writer.spill)
@@ -440,15 +556,33 @@ class Downloader(AsyncClosing):
         )
 
     async def _stream(
-        self, resp: aiohttp.ClientResponse, writer: "_PartWriter", hasher: "hashlib._Hash"
+        self,
+        resp: aiohttp.ClientResponse,
+        writer: "_PartWriter",
+        hasher: "hashlib._Hash",
+        *,
+        cap: int,
+        check: "_MediaCheck | None",
+        pace: "_Pace",
     ) -> int:
-        """Read the body into ``writer``, spilling to the part file every few chunks."""
+        """Read the body into ``writer``, spilling to the part file every few chunks.
+
+        Raises:
+            DownloadError: the body passed ``cap`` or is not the media expected.
+        """
         size = writer.start
         async for chunk in resp.content.iter_chunked(_CHUNK):
+            size += len(chunk)
+            if size > cap:
+                raise DownloadError(
+                    f"result file is longer than the cap of {cap} bytes", url=str(resp.url)
+                )
+            if check is not None:
+                check.feed(chunk)
             writer.add(chunk)
             hasher.update(chunk)
-            size += len(chunk)
             self._bytes += len(chunk)
+            pace.arrived(len(chunk))
             if writer.buffered >= _SPILL:
                 await anyio.to_thread.run_sync(writer.spill)
         return size
@@ -514,14 +648,119 @@ async def _size_or_zero(path: pathlib.Path) -> int:
         return 0
 
 
-def _hash_prefix(path: pathlib.Path, length: int) -> "hashlib._Hash":
+def _hash_prefix(path: pathlib.Path, length: int) -> tuple["hashlib._Hash", bytes]:
+    """Return the sha256 of the first ``length`` bytes of ``path``, and its first bytes."""
     hasher = hashlib.sha256()
+    head = b""
     with path.open("rb") as file:
         remaining = length
         while remaining > 0 and (block := file.read(min(_CHUNK, remaining))):
+            if len(head) < _HEAD:
+                head += block[: _HEAD - len(head)]
             hasher.update(block)
             remaining -= len(block)
-    return hasher
+    return hasher, head
+
+
+async def _discard(part: pathlib.Path) -> None:
+    """Remove the part file of a download that failed for good."""
+    with contextlib.suppress(OSError):
+        await anyio.Path(part).unlink(missing_ok=True)
+
+
+def _check_url(url: str, key: str, task_id: str | None) -> None:
+    """Refuse a result URL that cannot be fetched, before any connection.
+
+    Raises:
+        DownloadError: it does not parse (bad port, broken IPv6 literal), is not http(s)
+            or has no host.
+    """
+    try:
+        parsed = yarl.URL(url)
+        host, _ = parsed.host, parsed.port
+    except (ValueError, TypeError) as exc:
+        raise DownloadError(
+            f"result URL cannot be parsed: {exc}", url=url, task_id=task_id, job_key=key
+        ) from exc
+    if parsed.scheme not in {"http", "https"}:
+        raise DownloadError(
+            f"result URL scheme {parsed.scheme!r} is not http(s)",
+            url=url,
+            task_id=task_id,
+            job_key=key,
+        )
+    if not host:
+        raise DownloadError("result URL has no host", url=url, task_id=task_id, job_key=key)
+
+
+class _Budget:
+    """Seconds of transfer a file has left over all its attempts."""
+
+    def __init__(self, seconds: float) -> None:
+        self._left = seconds
+
+    def left(self) -> float:
+        return self._left
+
+    def spend(self, seconds: float) -> None:
+        self._left -= seconds
+
+
+class _Pace:
+    """Moves an attempt's deadline on as bytes arrive: at least ``speed`` after the grace."""
+
+    def __init__(self, grace_end: float, speed: float, limit: float) -> None:
+        self.deadline = grace_end
+        self.received = 0
+        self._speed = speed
+        self._limit = limit
+        self.scope: anyio.CancelScope | None = None
+
+    def arrived(self, n: int) -> None:
+        self.received += n
+        due = self.deadline + n / self._speed
+        self.deadline = due
+        if self.scope is not None:
+            self.scope.deadline = min(due, self._limit)
+
+
+class _MediaCheck:
+    """Checks the first bytes of a body against the media its job expects."""
+
+    def __init__(self, url: str, kind: str | None, head: bytes) -> None:
+        self._url = url
+        self._kind = kind
+        self._head = head
+        self._checked = False
+
+    def feed(self, chunk: bytes) -> None:
+        if self._checked:
+            return
+        self._head += chunk[: _HEAD - len(self._head)]
+        if len(self._head) >= _HEAD:
+            self.done()
+
+    def done(self) -> None:
+        """Judge the head gathered so far (the whole body, when it is short).
+
+        Raises:
+            DownloadError: the body is not a video or image, or not the kind expected.
+        """
+        if self._checked:
+            return
+        self._checked = True
+        media = media_of(self._head)
+        if media is None:
+            raise DownloadError(
+                f"result file is not a video or image (it begins {self._head[:12]!r})",
+                url=self._url,
+            )
+        if self._kind is not None and media[0] != self._kind:
+            raise DownloadError(
+                f"result file is a{'n' if media[0] == 'image' else ''} {media[0]}"
+                f" ({media[1]}), not the {self._kind} expected",
+                url=self._url,
+            )
 
 
 def _publish(part: pathlib.Path, final: pathlib.Path) -> None:

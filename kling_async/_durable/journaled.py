@@ -8,12 +8,19 @@ jobs are sent.
 """
 
 import contextlib
+import json
 import os
+import pathlib
+
+import anyio
+import attrs
 
 from .._core.models import Kind
 from .._engine import Batch, JobStatus, Outcome, external_id_for
+from .anchor import anchor_path
 from .bridge import JournalBatchStore, download_outcome, resume_work
-from .downloads import Downloader, file_stem
+from .downloads import ALLOWED_SUFFIXES, Downloader, file_stem
+from .records import JournalError
 from .sqlite import SqliteJournal
 from .store import JobStore, MemoryStore
 
@@ -30,13 +37,24 @@ async def prepare(
 ) -> None:
     """Attach the journal and downloads to ``batch`` and queue what a resume must do."""
     store: JobStore
+    recovering = False
     if journal is not None:
-        store = await stack.enter_async_context(SqliteJournal.open(journal, batch_id=batch_id))
+        if out_dir is not None:
+            await anyio.to_thread.run_sync(refuse_orphan_results, journal, out_dir)
+        opened = await stack.enter_async_context(
+            SqliteJournal.open(journal, batch_id=batch_id, recover=True)
+        )
+        store, recovering = opened, opened.recovering
+        if recovering:
+            # rows were lost: any job the journal does not hold as sent may have been paid
+            batch.reconcile_new_jobs()
     else:
         store = MemoryStore(batch_id=batch_id or batch.batch_id, keep_records=False)
         stack.push_async_callback(store.aclose)
     # With downloads, a key that cannot name a file is refused at submit, before it is paid.
-    bridge = JournalBatchStore(store, check_key=None if out_dir is None else file_stem)
+    bridge = JournalBatchStore(
+        store, check_key=None if out_dir is None else file_stem, recovering=recovering
+    )
     batch.configure(batch_id=store.batch_id, store=bridge)
     if out_dir is not None:
         downloader = await stack.enter_async_context(Downloader(out_dir))
@@ -49,7 +67,12 @@ async def prepare(
         return
     work = resume_work(await store.resume())
     to_download = {row.key for row, _ in work.downloads}
-    for outcome in work.outcomes:
+    for ended in work.outcomes:
+        outcome = ended
+        if out_dir is not None and ended.files:
+            # files are where the output folder is now, even if it was moved since
+            here = pathlib.Path(out_dir)
+            outcome = attrs.evolve(ended, files=tuple(here / f.name for f in ended.files))
         batch.restore(outcome, finish=out_dir is not None and outcome.key in to_download)
     for row, error in work.broken:
         outcome = Outcome(
@@ -70,11 +93,75 @@ async def prepare(
             external_id=job.row.external_id or external_id_for(batch.batch_id, job.row.key),
             task_id=job.row.task_id,
         )
-    for job in work.reconcile:
+    if recovering:
+        for job in work.submit:  # PENDING may be a lost SUBMITTING: look it up first
+            external_id = external_id_for(batch.batch_id, job.row.key)
+            await store.mark_submitting(job.row.key, external_id)
+    for job in (*work.reconcile, *(work.submit if recovering else ())):
         await batch.resume(
             job.request,
             key=job.row.key,
             external_id=job.row.external_id or external_id_for(batch.batch_id, job.row.key),
         )
-    if work.submit:
+    if work.submit and not recovering:
         batch.resume_pending((job.row.key, job.request) for job in work.submit)
+
+
+_RESULTS_FILES = frozenset({"results.jsonl"})
+_MAX_RESULTS_SCAN = 64 * 1024 * 1024
+
+
+def _names_a_task(path: pathlib.Path) -> bool:
+    """Whether a results file has a line naming a server task (rows refused before any
+    create, written by the same run, name none)."""
+    try:
+        with path.open("rb") as file:
+            for line in file:
+                if file.tell() > _MAX_RESULTS_SCAN:
+                    return True
+                with contextlib.suppress(ValueError):
+                    record = json.loads(line)
+                    if isinstance(record, dict) and record.get("task_id"):
+                        return True
+    except OSError:
+        return False
+    return False
+
+
+def refuse_orphan_results(
+    journal: "str | os.PathLike[str]", out_dir: "str | os.PathLike[str]"
+) -> None:
+    """Refuse a new journal where an earlier run left results but no journal nor anchor.
+
+    Without the journal or its anchor, the batch id of that run is unknown, so its jobs
+    cannot be looked up on the server: a new run would pay for each of them again.
+    Blocking: run it in a thread.
+
+    Raises:
+        JournalError: ``out_dir`` holds results (``results.jsonl``, result or part files)
+            while ``journal`` is missing or empty and has no anchor.
+    """
+    path = pathlib.Path(journal)
+    if anchor_path(path).exists() or (path.exists() and path.stat().st_size > 0):
+        return
+    folder = pathlib.Path(out_dir)
+    if not folder.is_dir():
+        return
+    found = sorted(
+        entry.name
+        for entry in folder.iterdir()
+        if entry.is_file()
+        and (
+            entry.suffix.lower() in ALLOWED_SUFFIXES
+            or entry.name.endswith(".part")
+            or (entry.name in _RESULTS_FILES and _names_a_task(entry))
+        )
+    )
+    if found:
+        shown = ", ".join(found[:3]) + (f" and {len(found) - 3} more" if len(found) > 3 else "")
+        raise JournalError(
+            f"{str(folder)!r} holds results of an earlier run ({shown}) but its journal"
+            f" {str(path)!r} and the batch anchor {anchor_path(path).name} are gone: that"
+            " run's jobs may already be paid for and cannot be looked up without its batch"
+            " id. Put the journal (or its .batch.json) back, or use a new output folder."
+        )

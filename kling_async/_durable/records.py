@@ -31,6 +31,7 @@ __all__ = [
     "JobState",
     "JournalConflict",
     "JournalError",
+    "JournalLost",
     "JournalStatistics",
     "ResumePlan",
     "fingerprint",
@@ -112,6 +113,14 @@ class JournalError(KlingError, RuntimeError):
     """
 
     default_scope = Scope.BATCH
+
+
+class JournalLost(JournalError):  # noqa: N818 -- a JournalError named for what happened
+    """The journal lost rows it once held (empty, missing, its ``-wal`` gone after a crash).
+
+    Raised where the journal is only read; a batch opens it with ``recover=True`` and
+    looks every job it cannot prove unsent up on the server before any create.
+    """
 
 
 def fingerprint(record: Mapping[str, Any]) -> str:

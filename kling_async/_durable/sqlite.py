@@ -20,6 +20,7 @@ try:
 except ImportError:  # pragma: no cover -- Windows
     fcntl = None  # type: ignore[assignment]
 
+from .anchor import BatchAnchor, anchor_path, new_anchor, read_anchor, write_anchor
 from .records import (
     ErrorRecord,
     FileRecord,
@@ -27,6 +28,7 @@ from .records import (
     JobState,
     JournalConflict,
     JournalError,
+    JournalLost,
     JournalStatistics,
     ResumePlan,
     new_batch_id,
@@ -174,6 +176,9 @@ class SqliteJournal:
         self._batch_id = ""
         self._options: Mapping[str, Any] = {}
         self._created = False
+        self._recovering = False
+        self._anchor: BatchAnchor | None = None
+        self._anchor_written = False  # this session marked the anchor live
         self._closed = False
         self._seq = 0
         self._stats_lock = threading.Lock()
@@ -201,6 +206,7 @@ class SqliteJournal:
         options: Mapping[str, Any] | None = None,
         synchronous: str = "FULL",
         readonly: bool = False,
+        recover: bool = False,
     ) -> AsyncIterator["SqliteJournal"]:
         """Open (or create) the journal at ``path`` for the life of the block.
 
@@ -216,13 +222,24 @@ class SqliteJournal:
                 ``kill -9`` but a power loss may roll back the last commits.
             readonly: read an existing journal, even while a run writes it (``status``);
                 no lock is taken and every write raises JournalError.
+            recover: open a journal that lost rows it once held (see ``JournalLost``)
+                with the batch id of its anchor, ``recovering`` set: the caller must
+                look each job it does not hold as sent or ended up by external id
+                before any create. A batch opens its journal so.
+
+        The batch id is also kept beside the journal, in ``<path>.batch.json`` (see
+        ``anchor``), written atomically and fsynced before ``open`` returns, so it is
+        durable before the first create and survives the loss of the journal.
 
         Raises:
-            JournalConflict: the journal belongs to another batch id.
+            JournalConflict: the journal belongs to another batch id, or to another
+                batch than its anchor (a foreign journal).
+            JournalLost: the journal is empty, missing or lost its last commits while
+                its anchor says a run wrote it (and ``recover`` is False).
             JournalError: the file is not a journal of this version or cannot be opened.
         """
         journal = cls(path, synchronous=synchronous, readonly=readonly)
-        await journal._start(batch_id, options)
+        await journal._start(batch_id, options, recover=recover)
         try:
             yield journal
         finally:
@@ -248,8 +265,25 @@ class SqliteJournal:
         """True when this open created the journal (nothing to resume)."""
         return self._created
 
-    async def _start(self, batch_id: str | None, options: Mapping[str, Any] | None) -> None:
+    @property
+    def recovering(self) -> bool:
+        """True when the journal lost rows (opened with ``recover``): jobs it does not hold
+        as sent or ended may have been created already, look them up before creating."""
+        return self._recovering
+
+    async def _start(
+        self, batch_id: str | None, options: Mapping[str, Any] | None, *, recover: bool
+    ) -> None:
         self._loop = asyncio.get_running_loop()
+        anchored = self._path != ":memory:"
+        if anchored:
+            self._anchor = await anyio.to_thread.run_sync(read_anchor, self._path)
+            self._check_anchor(batch_id)
+            lost = await anyio.to_thread.run_sync(self._lost_reason)
+            if lost is not None:
+                self._lose(lost, recover=recover)
+            if self._anchor is not None and batch_id is None:
+                batch_id = self._anchor.batch_id
         self._thread = threading.Thread(
             target=self._run, name=f"kling-journal:{os.path.basename(self._path)}", daemon=True
         )
@@ -259,10 +293,53 @@ class SqliteJournal:
         self._thread.start()
         try:
             await ready
-            await self._call(lambda conn: self._load_meta(conn, batch_id, options))
+            await self._call(lambda conn: self._load_meta(conn, batch_id, options, recover))
+            if anchored and not self._readonly:
+                # durable before open() returns, so before the first create is sent
+                anchor = new_anchor(self._batch_id)
+                if self._anchor is not None:
+                    anchor = attrs.evolve(anchor, created_at=self._anchor.created_at)
+                await anyio.to_thread.run_sync(write_anchor, self._path, anchor)
+                self._anchor, self._anchor_written = anchor, True
         except BaseException:
             await self.aclose()
             raise
+
+    def _check_anchor(self, batch_id: str | None) -> None:
+        anchor = self._anchor
+        if anchor is not None and batch_id is not None and batch_id != anchor.batch_id:
+            raise JournalConflict(
+                f"journal {self._path!r} is anchored to batch {anchor.batch_id!r}"
+                f" ({anchor_path(self._path).name}), not {batch_id!r}"
+            )
+
+    def _lost_reason(self) -> str | None:
+        """Why the journal no longer holds what its anchor says was written (blocking)."""
+        if self._anchor is None:
+            return None
+        try:
+            size = os.stat(self._path).st_size
+        except FileNotFoundError:
+            return "is missing"
+        if size == 0:
+            return "is empty"
+        if self._anchor.live and not self._readonly and not os.path.exists(f"{self._path}-wal"):
+            # a session that dies leaves its -wal file: without it, its last commits are gone
+            return "lost its write-ahead log (-wal) after a crash, and with it the last changes"
+        return None
+
+    def _lose(self, reason: str, *, recover: bool) -> None:
+        """Refuse a journal that lost rows, or (``recover``) go on, every job to look up."""
+        assert self._anchor is not None
+        if recover and not self._readonly:
+            self._recovering = True
+            return
+        raise JournalLost(
+            f"journal {self._path!r} {reason}, but {anchor_path(self._path).name} beside it"
+            f" says batch {self._anchor.batch_id!r} ran there: its jobs may already be paid"
+            " for. Resuming the run looks every job up on the server by its external id"
+            " before sending anything, so none is created twice."
+        )
 
     def _connect(self) -> sqlite3.Connection:
         # isolation_level=None: transactions are begun and committed by the writer loop only.
@@ -286,11 +363,17 @@ class SqliteJournal:
         return conn
 
     def _load_meta(
-        self, conn: sqlite3.Connection, batch_id: str | None, options: Mapping[str, Any] | None
+        self,
+        conn: sqlite3.Connection,
+        batch_id: str | None,
+        options: Mapping[str, Any] | None,
+        recover: bool,
     ) -> None:
         meta = conn.execute(
             "SELECT batch_id, schema_version, options FROM batch WHERE id = 1"
         ).fetchone()
+        if meta is None and self._anchor is not None and not self._recovering:
+            self._lose("holds no batch", recover=recover)
         if meta is None and self._readonly:
             raise JournalError(f"{self._path!r} is not a journal (no batch row)")
         if meta is None:
@@ -307,6 +390,13 @@ class SqliteJournal:
         if version != _SCHEMA_VERSION:
             raise JournalError(
                 f"journal {self._path!r} has schema {version}, not {_SCHEMA_VERSION}"
+            )
+        if self._anchor is not None and stored_id != self._anchor.batch_id:
+            raise JournalConflict(
+                f"journal {self._path!r} belongs to batch {stored_id!r}, but"
+                f" {anchor_path(self._path).name} beside it says this run is batch"
+                f" {self._anchor.batch_id!r}: it is another run's journal. Put this run's"
+                " journal back, or start the other run in its own folder."
             )
         if batch_id is not None and batch_id != stored_id:
             raise JournalConflict(
@@ -651,6 +741,13 @@ class SqliteJournal:
         self._queue.put(None)
         with anyio.CancelScope(shield=True):
             await anyio.to_thread.run_sync(thread.join)
+            anchor = self._anchor
+            if anchor is not None and self._anchor_written and self._broken is None:
+                # closed cleanly: a -wal file missing next time is no sign of loss
+                with contextlib.suppress(JournalError):
+                    await anyio.to_thread.run_sync(
+                        write_anchor, self._path, attrs.evolve(anchor, live=False)
+                    )
 
 
 def _lock(path: str) -> int | None:

@@ -111,6 +111,7 @@ class Batch:
         self._prepare = prepare
         self._stack = contextlib.AsyncExitStack()
         self._journaled: set[str] = set()
+        self._reconcile_new = False
 
     # -- lifetime ---------------------------------------------------------------------------
 
@@ -219,6 +220,7 @@ class Batch:
 
     async def _submit(self, request: Request, key: str) -> None:
         job = self._new_job(key, request)
+        job.reconcile_first = self._reconcile_new
         self._keys.add(key)
         try:
             await self._room.acquire()
@@ -306,6 +308,15 @@ class Batch:
         if self._tg is None:
             raise RuntimeError("the batch is not running")
         self._tg.start_soon(func, *args)
+
+    def reconcile_new_jobs(self) -> None:
+        """Look each job submitted from now on up by external id before its first create.
+
+        For a journal that lost rows: a job it does not know may have been created by an
+        earlier run. The lookup adopts the task found; only a definite "not found" lets
+        the create go (one query per job, no create paid twice).
+        """
+        self._reconcile_new = True
 
     def resume_pending(self, jobs: Iterable[tuple[str, Request]]) -> None:
         """Queue journaled PENDING jobs (already in the store) in the background.

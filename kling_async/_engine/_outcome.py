@@ -19,6 +19,9 @@ class JobStatus(enum.Enum):
     FAILED = "failed"
     TIMED_OUT = "timed_out"
     STOPPED = "stopped"
+    DOWNLOAD_FAILED = "download_failed"
+    """The task succeeded (and was paid for) but its files did not arrive; a resume of the
+    journal downloads them again while the URLs last."""
 
 
 @attrs.frozen(kw_only=True)
