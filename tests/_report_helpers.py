@@ -1,0 +1,77 @@
+"""Helpers for the report tests: job files of any size and a CLI run against a simulator."""
+
+import json
+import pathlib
+import shutil
+from typing import Any
+
+import anyio.to_thread
+
+from kling_async._cli.app import main
+from kling_async.simulator import Fault, FaultKind, Simulator, SimulatorConfig, Uniform
+
+EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "examples"
+KEY = "sk-REPORT-TEST-KEY-7f3e9a1c5b"
+"""A recognisable key: it must never show up in a report."""
+PICTURES = ("beach.png", "cat.jpg", "robot.jpg", "house.png", "mountains.png", "forest.jpg")
+
+
+def copy_examples(target: pathlib.Path) -> pathlib.Path:
+    """A copy of the bundled examples under ``target``."""
+    shutil.copytree(EXAMPLES, target / "examples")
+    return target / "examples"
+
+
+def many_jobs(folder: pathlib.Path, count: int, *, invalid_every: int = 0) -> pathlib.Path:
+    """A JSONL job file of ``count`` jobs (videos and images) over the example pictures.
+
+    Every ``invalid_every``-th row breaks one rule (a bad duration, too many images, an
+    empty prompt), to be skipped with ``--skip-invalid``.
+    """
+    lines: list[str] = []
+    for index in range(count):
+        first = PICTURES[index % len(PICTURES)]
+        second = PICTURES[(index + 1) % len(PICTURES)]
+        row: dict[str, Any] = {
+            "key": f"job-{index:04d}",
+            "kind": "video" if index % 2 == 0 else "image",
+            "images": [f"images/{first}", f"images/{second}"],
+            "prompt": f"scene {index}: {first[:-4]} meets {second[:-4]}",
+        }
+        if invalid_every and index % invalid_every == invalid_every - 1:
+            broken = (index // invalid_every) % 3
+            if broken == 0:
+                row.update(kind="video", duration="7")
+            elif broken == 1:
+                row["images"] = [f"images/{PICTURES[n % 6]}" for n in range(6)]
+            else:
+                row["aspect_ratio"] = "7:3"
+        lines.append(json.dumps(row))
+    path = folder / "many.jsonl"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def busy_config(*, time_scale: float, failure_rate: float = 0.0, faults: float = 0.0) -> Any:
+    """A simulator with few account slots (1303s), failing tasks and server errors."""
+    return SimulatorConfig(
+        api_keys=(KEY,),
+        time_scale=time_scale,
+        durations={"video": Uniform(low=20.0, high=60.0), "image": Uniform(low=5.0, high=15.0)},
+        failure_rate=failure_rate,
+        faults=(Fault(kind=FaultKind.SERVER_ERROR, rate=faults, on={"create"}),) if faults else (),
+        video_slots=4,
+        image_slots=6,
+        max_input_bytes=0,
+    )
+
+
+async def run_cli(config: Any, *args: str) -> int:
+    """``kling-async ARGS --base-url SIM --time-scale X`` against a simulator of ``config``.
+
+    The caller sets ``COMETAPI_KEY`` to :data:`KEY` in the environment.
+    """
+    async with Simulator(config) as sim:
+        argv = [*args, "--base-url", sim.url, "--time-scale", str(config.time_scale)]
+        code: int = await anyio.to_thread.run_sync(main, argv)
+    return code
