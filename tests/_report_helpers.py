@@ -13,6 +13,8 @@ from kling_async.simulator import Fault, FaultKind, Simulator, SimulatorConfig, 
 EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "examples"
 KEY = "sk-REPORT-TEST-KEY-7f3e9a1c5b"
 """A recognisable key: it must never show up in a report."""
+CONTENDED: dict[str, Any] = {"slots": (2, 3), "seconds": (150.0, 300.0)}
+"""Two video slots and long tasks: a burst of creates surely meets 1303 answers."""
 PICTURES = ("beach.png", "cat.jpg", "robot.jpg", "house.png", "mountains.png", "forest.jpg")
 
 
@@ -52,16 +54,31 @@ def many_jobs(folder: pathlib.Path, count: int, *, invalid_every: int = 0) -> pa
     return path
 
 
-def busy_config(*, time_scale: float, failure_rate: float = 0.0, faults: float = 0.0) -> Any:
-    """A simulator with few account slots (1303s), failing tasks and server errors."""
+def busy_config(
+    *,
+    time_scale: float,
+    failure_rate: float = 0.0,
+    faults: float = 0.0,
+    slots: tuple[int, int] = (4, 6),
+    seconds: tuple[float, float] = (20.0, 60.0),
+) -> Any:
+    """A simulator with few account slots (1303s), failing tasks and server errors.
+
+    ``slots``: video and image slots of the account; ``seconds``: the range of a video's
+    run time (an image takes a quarter of it).
+    """
+    low, high = seconds
     return SimulatorConfig(
         api_keys=(KEY,),
         time_scale=time_scale,
-        durations={"video": Uniform(low=20.0, high=60.0), "image": Uniform(low=5.0, high=15.0)},
+        durations={
+            "video": Uniform(low=low, high=high),
+            "image": Uniform(low=low / 4, high=high / 4),
+        },
         failure_rate=failure_rate,
         faults=(Fault(kind=FaultKind.SERVER_ERROR, rate=faults, on={"create"}),) if faults else (),
-        video_slots=4,
-        image_slots=6,
+        video_slots=slots[0],
+        image_slots=slots[1],
         max_input_bytes=0,
     )
 

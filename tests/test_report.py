@@ -20,7 +20,7 @@ from kling_async._cli.timeline import (
     read_timeline,
 )
 
-from ._report_helpers import KEY, busy_config, copy_examples, many_jobs, run_cli
+from ._report_helpers import CONTENDED, KEY, busy_config, copy_examples, many_jobs, run_cli
 
 FAST = 0.001
 
@@ -55,7 +55,7 @@ def busy_run(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("COMETAPI_KEY", KEY)
         patch.chdir(root)
-        config = busy_config(time_scale=FAST, failure_rate=0.25, faults=0.15)
+        config = busy_config(time_scale=FAST, failure_rate=0.25, faults=0.15, **CONTENDED)
         code = anyio.run(
             run_cli,
             config,

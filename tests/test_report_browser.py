@@ -22,7 +22,7 @@ from kling_async._cli.app import main
 from kling_async._cli.commands import EXIT_FAILED, EXIT_OK
 from kling_async._cli.report import REPORT_FILE, write_report
 
-from ._report_helpers import KEY, busy_config, copy_examples, many_jobs, run_cli
+from ._report_helpers import CONTENDED, KEY, busy_config, copy_examples, many_jobs, run_cli
 
 CHROMIUM = os.environ.get("KLING_CHROMIUM", "/usr/bin/chromium")
 LAUNCH_ARGS = (
@@ -187,7 +187,7 @@ def _thousand_jobs(root: pathlib.Path) -> pathlib.Path:
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("COMETAPI_KEY", KEY)
         patch.chdir(root)
-        config = busy_config(time_scale=0.001, failure_rate=0.1, faults=0.1)
+        config = busy_config(time_scale=0.001, failure_rate=0.1, faults=0.1, **CONTENDED)
         code = _in_thread(
             anyio.run,
             run_cli,

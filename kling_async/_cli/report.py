@@ -510,7 +510,7 @@ def _facts(
 
 _W: Final = 960
 _LEFT: Final = 96
-_RIGHT: Final = 16
+_RIGHT: Final = 44
 _PANEL: Final = 110
 _GAP: Final = 26
 _MARK_ROW: Final = 18
@@ -669,9 +669,7 @@ def _marks(samples: Sequence[Sample], top: int, t0: float, span: float, x: Any) 
                 f'fill="{colour}" class="mark mark-{field}"><title>{count} {label} '
                 f"at {_tick_label(index * width, _step(span))}</title></rect>"
             )
-        parts.append(
-            f'<text x="{_W - _RIGHT}" y="{base}" class="tick" text-anchor="end">{total}</text>'
-        )
+        parts.append(f'<text x="{_W - 2}" y="{base}" class="tick" text-anchor="end">{total}</text>')
     return parts
 
 
