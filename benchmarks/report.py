@@ -28,7 +28,7 @@ import anyio
 
 from kling_async._cli.app import main
 from kling_async._cli.report import REPORT_FILE, write_report
-from tests._report_helpers import KEY, busy_config, copy_examples, many_jobs, run_cli
+from tests._report_helpers import KEY, LOAD_ALL, busy_config, copy_examples, many_jobs, run_cli
 
 CHROMIUM = os.environ.get("KLING_CHROMIUM", "/usr/bin/chromium")
 ARGS = (
@@ -78,6 +78,7 @@ def _open(context: Any, out: pathlib.Path, shot: pathlib.Path | None, full: bool
     page.goto((out / REPORT_FILE).as_uri(), wait_until="load")
     seconds = time.perf_counter() - started
     if shot is not None:
+        page.evaluate(LOAD_ALL)  # lazy images below the fold too
         page.screenshot(path=str(shot), full_page=full)
     page.close()
     if errors:

@@ -92,3 +92,32 @@ async def run_cli(config: Any, *args: str) -> int:
         argv = [*args, "--base-url", sim.url, "--time-scale", str(config.time_scale)]
         code: int = await anyio.to_thread.run_sync(main, argv)
     return code
+
+
+# Loads every image (lazy ones too) and the metadata of every video, then tells what loaded.
+LOAD_ALL = """
+async () => {
+  const settle = (el, events) => new Promise((resolve) => {
+    for (const name of events) el.addEventListener(name, resolve, { once: true });
+  });
+  const images = [...document.images];
+  const pending = [];
+  for (const img of images) {
+    if (!img.complete) pending.push(settle(img, ["load", "error"]));
+    img.loading = "eager";
+  }
+  const videos = [...document.querySelectorAll("video")];
+  for (const video of videos) {
+    if (video.readyState < 1 && !video.error) {
+      pending.push(settle(video, ["loadedmetadata", "error"]));
+      video.preload = "metadata";
+      video.load();
+    }
+  }
+  await Promise.all(pending);
+  return {
+    images: images.map((img) => [img.getAttribute("src"), img.naturalWidth]),
+    videos: videos.map((v) => [v.getAttribute("src"), v.readyState, v.error && v.error.code]),
+  };
+}
+"""

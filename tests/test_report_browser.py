@@ -22,7 +22,15 @@ from kling_async._cli.app import main
 from kling_async._cli.commands import EXIT_FAILED, EXIT_OK
 from kling_async._cli.report import REPORT_FILE, write_report
 
-from ._report_helpers import CONTENDED, KEY, busy_config, copy_examples, many_jobs, run_cli
+from ._report_helpers import (
+    CONTENDED,
+    KEY,
+    LOAD_ALL,
+    busy_config,
+    copy_examples,
+    many_jobs,
+    run_cli,
+)
 
 CHROMIUM = os.environ.get("KLING_CHROMIUM", "/usr/bin/chromium")
 LAUNCH_ARGS = (
@@ -42,35 +50,6 @@ def _in_thread(fn: Callable[..., T], *args: Any) -> T:
     """Run ``fn`` in a thread of its own: Playwright's sync API holds this thread's loop."""
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         return pool.submit(fn, *args).result(timeout=120)
-
-
-# Loads every image (lazy ones too) and the metadata of every video, then tells what loaded.
-LOAD_ALL = """
-async () => {
-  const settle = (el, events) => new Promise((resolve) => {
-    for (const name of events) el.addEventListener(name, resolve, { once: true });
-  });
-  const images = [...document.images];
-  const pending = [];
-  for (const img of images) {
-    if (!img.complete) pending.push(settle(img, ["load", "error"]));
-    img.loading = "eager";
-  }
-  const videos = [...document.querySelectorAll("video")];
-  for (const video of videos) {
-    if (video.readyState < 1 && !video.error) {
-      pending.push(settle(video, ["loadedmetadata", "error"]));
-      video.preload = "metadata";
-      video.load();
-    }
-  }
-  await Promise.all(pending);
-  return {
-    images: images.map((img) => [img.getAttribute("src"), img.naturalWidth]),
-    videos: videos.map((v) => [v.getAttribute("src"), v.readyState, v.error && v.error.code]),
-  };
-}
-"""
 
 
 class Browser:
