@@ -3,8 +3,11 @@
 import html.parser
 import json
 import pathlib
+import shutil
 import sys
+from types import SimpleNamespace
 
+import anyio
 import pytest
 
 from kling_async._cli import report as report_mod
@@ -18,6 +21,7 @@ from kling_async._cli.timeline import (
     Sample,
     TimelineWriter,
     read_timeline,
+    record_timeline,
 )
 
 from ._report_helpers import CONTENDED, KEY, busy_config, copy_examples, many_jobs, run_cli
@@ -47,7 +51,6 @@ def _links(page: str) -> list[tuple[str, str, str]]:
 @pytest.fixture(scope="module")
 def busy_run(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
     """One run of 24 jobs (3 invalid) with failures, server errors and 1303 answers."""
-    import anyio  # noqa: PLC0415
 
     root = tmp_path_factory.mktemp("busy")
     examples = copy_examples(root)
@@ -323,3 +326,80 @@ def test_chart_shades_waits_and_bins_marks() -> None:
         timeline_svg(RunTimeline(start=0.0, samples=(Sample(t=0.0), Sample(t=4000.0, creates=1))))
     )
     assert "1:00:00" in long
+
+
+def test_a_run_cut_short_is_reported_from_its_journal(
+    busy_run: pathlib.Path, tmp_path: pathlib.Path
+) -> None:
+    """Without results.jsonl or timeline.jsonl the journal alone gives states, files, time."""
+    out = tmp_path / "copy"
+    shutil.copytree(busy_run, out)
+    full = build_report(out)
+    (out / "results.jsonl").unlink()
+    (out / TIMELINE_FILE).unlink()
+    (out / "journal.sqlite.lock").unlink(missing_ok=True)
+    report = build_report(out)
+    states = dict(report.states)
+    assert "invalid" not in states  # skipped rows never reached the journal
+    assert states["succeeded"] == dict(full.states)["succeeded"]
+    assert sum(states.values()) == full.total - 3
+    assert [card.key for card in report.cards] == [card.key for card in full.cards]
+    assert all(card.media for card in report.cards)
+    facts = {fact.label: fact.value for fact in report.facts}
+    assert facts["wall time"] != "n/a"
+    assert facts["requests"] == "n/a"
+    assert report.timeline is None
+
+
+def test_a_failed_download_is_a_failure_of_its_own(tmp_path: pathlib.Path) -> None:
+    """A task that succeeded but whose file could not be fetched is listed as a failure."""
+    out = tmp_path / "out"
+    error = {"type": "DownloadError", "message": "URL expired", "url": "https://x.invalid/a?s=1"}
+    _fake_run(out, [_record("late", error=error)])
+    report = build_report(out, env={})
+    (group,) = report.failures
+    assert group.title == "DownloadError"
+    assert group.detail == "the task succeeded but its download failed: URL expired"
+    assert group.keys == ("late",)
+
+
+def test_an_unreadable_input_gets_no_thumbnail(tmp_path: pathlib.Path) -> None:
+    """An input that is not a picture is named, not drawn."""
+    pytest.importorskip("PIL.Image")
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a png")
+    (thumb,) = report_mod._Inputs(tmp_path).thumbs({"images": [{"path": str(broken)}]})
+    assert (thumb.label, thumb.src) == ("broken.png", None)
+
+
+def test_poll_lag_needs_both_clocks() -> None:
+    """Rows without a server result or timestamps are left out of the polling finding."""
+    rows = [
+        SimpleNamespace(result=None, submitted_at=1.0, finished_at=2.0),
+        SimpleNamespace(result={"created_at": "x"}, submitted_at=1.0, finished_at=2.0),
+        SimpleNamespace(
+            result={"created_at": 0, "updated_at": 500}, submitted_at=10.0, finished_at=11.0
+        ),
+    ]
+    assert report_mod._poll_lags(rows, 1.0) == [(0.5, 1.0)]
+    assert report_mod._step(10 * 86400 * 3) == 3 * 86400
+
+
+async def test_timeline_recorder_samples_until_cancelled(tmp_path: pathlib.Path) -> None:
+    """The recorder writes a start line and samples; an unwritable folder leaves no file."""
+
+    slot = SimpleNamespace(in_use=1, limit=5, waiting=0, congestions=2)
+    stats = SimpleNamespace(
+        slots={"video": slot}, lane=SimpleNamespace(creates=3, retries=4), requests={"create": 3}
+    )
+    client = SimpleNamespace(engine_statistics=lambda: stats)
+    with anyio.move_on_after(0.1):
+        await record_timeline(tmp_path, 0.5, client)
+    (run,) = read_timeline(tmp_path / TIMELINE_FILE)
+    assert run.time_scale == 0.5
+    assert run.last.slots == {"video": (1, 5, 0)}
+    assert (run.last.creates, run.last.retries, run.last.busy) == (3, 4, 2)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    await record_timeline(blocker, 1.0, client)  # returns at once: nowhere to write
+    assert blocker.read_text() == ""

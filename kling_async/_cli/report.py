@@ -189,6 +189,41 @@ async def _read_rows(journal: pathlib.Path) -> list[Any]:
         return sorted(plan.rows(), key=lambda row: row.created_at)
 
 
+_ROW_STATUS: Final[Mapping[str, str]] = {
+    "DOWNLOADED": "succeeded",
+    "SUCCEEDED": "succeeded",
+    "FAILED": "failed",
+    "TIMED_OUT": "timed_out",
+}
+
+
+def _record_of_row(row: Any, out_dir: pathlib.Path) -> JobRecord | None:
+    """What results.jsonl would say of a journal row that ended (None: not ended)."""
+    status = _ROW_STATUS.get(row.state.value)
+    if status is None:
+        return None
+    units = (row.result or {}).get("final_unit_deduction")
+    files = (_moved_file(file.path, out_dir) for file in row.files)
+    return JobRecord(
+        key=row.key,
+        kind=row.kind,
+        status=status,
+        task_id=row.task_id,
+        files=tuple(path for path in files if path is not None),
+        error=None if row.error is None else row.error.to_json(),
+        units_charged=None if units is None else str(units),
+        attempts=row.attempts,
+    )
+
+
+def _moved_file(path: str, out_dir: pathlib.Path) -> str | None:
+    """A journal's absolute path, relative to ``out_dir`` (also after the folder moved)."""
+    relative = _relative_file(path, out_dir)
+    if relative is None and (out_dir / pathlib.PurePath(path).name).is_file():
+        return pathlib.PurePath(path).name
+    return relative
+
+
 def _relative_file(path: str, out_dir: pathlib.Path) -> str | None:
     candidate = pathlib.Path(path)
     if not candidate.is_absolute():
@@ -301,27 +336,12 @@ def _media(files: Sequence[str], out_dir: pathlib.Path) -> tuple[list[Media], li
     return media, missing
 
 
-def _files_of(record: JobRecord | None, row: Any, out_dir: pathlib.Path) -> list[str]:
-    if record is not None and record.files:
-        candidates = list(record.files)
-    elif row is not None:
-        candidates = [file.path for file in row.files]
-    else:
-        candidates = []
-    relative = (_relative_file(path, out_dir) for path in candidates)
+def _files_of(record: JobRecord, out_dir: pathlib.Path) -> list[str]:
+    relative = (_relative_file(path, out_dir) for path in record.files)
     return [path for path in relative if path is not None and not path.startswith("../")]
 
 
 # --- failures -------------------------------------------------------------------------------
-
-
-def _error_of(record: JobRecord | None, row: Any) -> Mapping[str, Any]:
-    if record is not None and record.error is not None:
-        return record.error
-    if row is not None and row.error is not None:
-        data: Mapping[str, Any] = row.error.to_json()
-        return data
-    return {}
 
 
 def _group_failures(
@@ -339,8 +359,7 @@ def _group_failures(
             state = row.state.value if row is not None else "unknown"
             title, detail, status = "Unfinished", f"journal state {state}", "unfinished"
         else:
-            error = _error_of(record, row)
-            title, detail = _describe_error(error, record.status, secrets)
+            title, detail = _describe_error(record.error or {}, record.status, secrets)
             status = record.status
         groups.setdefault((status, title, detail), []).append(key)
     ordered = sorted(groups.items(), key=lambda item: (-len(item[1]), item[0]))
@@ -607,8 +626,6 @@ def _panel(kind: str, samples: Sequence[Sample], top: int, x: Any) -> list[str]:
         f"{ceiling}</text>",
         f'<text x="{_LEFT - 6}" y="{bottom + 4}" class="tick" text-anchor="end">0</text>',
     ]
-    if not points:
-        return parts
     # Shaded: some job of this kind waited for a slot (the limit held it back).
     start: float | None = None
     for (t, _, _, waiting), nxt in zip(points, [*points[1:], None], strict=True):
@@ -693,6 +710,10 @@ def build_report(
     rows_list: list[Any] = anyio.run(_read_rows, journal) if journal.is_file() else []
     runs = read_timeline(out_dir / TIMELINE_FILE)
     records = {record.key: record for record in records_list}
+    for row in rows_list:  # a run cut short before its results were written
+        if row.key not in records and (derived := _record_of_row(row, out_dir)) is not None:
+            records[row.key] = derived
+            records_list.append(derived)
     rows = {row.key: row for row in rows_list}
     keys = list(dict.fromkeys([*(row.key for row in rows_list), *records]))
     inputs = _Inputs(out_dir)
@@ -701,7 +722,7 @@ def build_report(
         record, row = records.get(key), rows.get(key)
         if record is None or record.status != "succeeded":
             continue
-        media, missing = _media(_files_of(record, row, out_dir), out_dir)
+        media, missing = _media(_files_of(record, out_dir), out_dir)
         request = row.record if row is not None else None
         prompt = request.get("prompt") if request else None
         cards.append(
