@@ -54,6 +54,39 @@ def many_jobs(folder: pathlib.Path, count: int, *, invalid_every: int = 0) -> pa
     return path
 
 
+def write_mp4(path: pathlib.Path, *, frames: int = 12, colour: int = 0) -> None:
+    """A small real H.264 MP4 (PyAV)."""
+    import av  # noqa: PLC0415 - only the tests that make videos need it
+    from PIL import Image  # noqa: PLC0415
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=12)
+        stream.width, stream.height, stream.pix_fmt = 160, 120, "yuv420p"
+        for index in range(frames):
+            picture = Image.new("RGB", (160, 120), ((colour * 40) % 256, index * 20, 160))
+            for packet in stream.encode(av.VideoFrame.from_image(picture)):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+def video_run(out: pathlib.Path, count: int) -> None:
+    """An output folder of ``count`` video jobs with real MP4 files, and its results.jsonl."""
+    out.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for index in range(count):
+        write_mp4(out / f"clip-{index}.mp4", colour=index)
+        record = {
+            "key": f"clip-{index}",
+            "kind": "video",
+            "status": "succeeded",
+            "files": [f"clip-{index}.mp4"],
+            "units_charged": "1",
+        }
+        lines.append(json.dumps(record))
+    (out / "results.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
 def busy_config(
     *,
     time_scale: float,
@@ -94,9 +127,18 @@ async def run_cli(config: Any, *args: str) -> int:
     return code
 
 
-# Loads every image (lazy ones too) and the metadata of every video, then tells what loaded.
+# Scrolls through the page (players further down get their file as they come near the
+# view), loads every image (lazy ones too) and the metadata of every video, then tells
+# what loaded.
 LOAD_ALL = """
 async () => {
+  const frame = () => new Promise((resolve) => requestAnimationFrame(() => setTimeout(resolve, 0)));
+  for (let y = 0, n = 0; y < document.body.scrollHeight && n < 2000; y += innerHeight / 2, n++) {
+    scrollTo(0, y);
+    await frame();
+  }
+  await frame();
+  scrollTo(0, 0);
   const settle = (el, events) => new Promise((resolve) => {
     for (const name of events) el.addEventListener(name, resolve, { once: true });
   });
@@ -108,7 +150,7 @@ async () => {
   }
   const videos = [...document.querySelectorAll("video")];
   for (const video of videos) {
-    if (video.readyState < 1 && !video.error) {
+    if (video.getAttribute("src") && video.readyState < 1 && !video.error) {
       pending.push(settle(video, ["loadedmetadata", "error"]));
       video.preload = "metadata";
       video.load();
@@ -118,6 +160,7 @@ async () => {
   return {
     images: images.map((img) => [img.getAttribute("src"), img.naturalWidth]),
     videos: videos.map((v) => [v.getAttribute("src"), v.readyState, v.error && v.error.code]),
+    posters: videos.filter((v) => v.poster).length,
   };
 }
 """

@@ -13,7 +13,14 @@ import pytest
 from kling_async._cli import report as report_mod
 from kling_async._cli.app import main
 from kling_async._cli.commands import EXIT_FAILED, EXIT_OK, EXIT_USAGE
-from kling_async._cli.report import REPORT_FILE, build_report, scrub, timeline_svg, write_report
+from kling_async._cli.report import (
+    REPORT_FILE,
+    build_report,
+    render_report,
+    scrub,
+    timeline_svg,
+    write_report,
+)
 from kling_async._cli.timeline import (
     MIN_INTERVAL,
     TIMELINE_FILE,
@@ -24,7 +31,15 @@ from kling_async._cli.timeline import (
     record_timeline,
 )
 
-from ._report_helpers import CONTENDED, KEY, busy_config, copy_examples, many_jobs, run_cli
+from ._report_helpers import (
+    CONTENDED,
+    KEY,
+    busy_config,
+    copy_examples,
+    many_jobs,
+    run_cli,
+    video_run,
+)
 
 FAST = 0.001
 
@@ -38,7 +53,7 @@ class _Links(html.parser.HTMLParser):
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         for name, value in attrs:
-            if name in ("src", "poster", "href") and value is not None:
+            if name in ("src", "poster", "href", "data-src", "data-poster") and value:
                 self.links.append((tag, name, value))
 
 
@@ -202,7 +217,8 @@ def test_videos_get_a_player_with_their_poster_and_gifs_an_image(tmp_path: pathl
     write_report(out, env={})
     page = (out / REPORT_FILE).read_text(encoding="utf-8")
     assert 'src="a%20b.mp4"' in page
-    assert 'poster="a%20b.poster.jpg" preload="none"' in page
+    assert '<video src="a%20b.mp4" poster="a%20b.poster.jpg" controls' in page
+    assert 'preload="none"' in page
     assert '<video src="c.mp4" controls muted loop playsinline preload="metadata"' in page
     assert '<img src="d.gif"' in page
     assert "missing: e.mp4, notes.txt" in page
@@ -403,3 +419,37 @@ async def test_timeline_recorder_samples_until_cancelled(tmp_path: pathlib.Path)
     blocker.write_text("")
     await record_timeline(blocker, 1.0, client)  # returns at once: nowhere to write
     assert blocker.read_text() == ""
+
+
+def test_players_past_the_first_few_load_lazily_with_first_frame_posters(
+    tmp_path: pathlib.Path,
+) -> None:
+    """Each MP4 gets a poster from its first frame; players past the first few load on view."""
+    pytest.importorskip("av")
+    out = tmp_path / "out"
+    video_run(out, report_mod.EAGER_VIDEOS + 2)
+    report = build_report(out, env={})
+    media = [item for card in report.cards for item in card.media]
+    assert [item.lazy for item in media] == [False] * report_mod.EAGER_VIDEOS + [True, True]
+    assert all(item.poster and item.preload == "none" for item in media)
+    posters = sorted((out / report_mod.ASSETS_DIR / "posters").iterdir())
+    assert len(posters) == len(media)
+    from PIL import Image  # noqa: PLC0415
+
+    with Image.open(posters[0]) as poster:
+        assert poster.size == (160, 120)
+    page = render_report(report, {})
+    assert page.count("<video data-src=") == 2
+    assert page.count('data-poster="report-files/posters/') == 2
+    again = build_report(out, env={})  # posters are made once
+    assert [item.poster for card in again.cards for item in card.media] == [
+        item.poster for item in media
+    ]
+
+
+def test_a_video_that_cannot_be_decoded_has_no_poster(tmp_path: pathlib.Path) -> None:
+    """A broken video file still gets a player, without a poster."""
+    pytest.importorskip("av")
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"\x00" * 64)
+    assert report_mod._first_frame(broken, tmp_path) is None

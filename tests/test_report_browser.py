@@ -30,6 +30,7 @@ from ._report_helpers import (
     copy_examples,
     many_jobs,
     run_cli,
+    video_run,
 )
 
 CHROMIUM = os.environ.get("KLING_CHROMIUM", "/usr/bin/chromium")
@@ -124,6 +125,7 @@ def _check_page(browser: Browser, out: pathlib.Path, shot: str) -> tuple[dict[st
     for src, width in loaded["images"]:
         assert width > 0, f"{src} did not load"
     for src, ready, error in loaded["videos"]:
+        assert src, "every player got its file once scrolled into view"
         assert error is None, f"{src}: media error {error}"
         assert ready >= 1, f"{src}: no metadata"
     return loaded, seconds
@@ -201,3 +203,16 @@ def test_a_thousand_job_report_opens_quickly(browser: Browser, tmp_path: pathlib
     assert KEY not in page_text
     _, seconds = _check_page(browser, out, "report-1000.png")
     print(f"1,000-job report ({len(page_text) // 1024} KiB) opened in {seconds:.3f} s")
+
+
+def test_mp4_players_load_with_their_posters(browser: Browser, tmp_path: pathlib.Path) -> None:
+    """Real MP4s play in the page: posters show, players further down get their file on view."""
+    pytest.importorskip("av")
+    out = tmp_path / "out"
+    _in_thread(video_run, out, 16)
+    _in_thread(lambda: write_report(out, env={}))
+    loaded, seconds = _check_page(browser, out, "report-videos.png")
+    assert len(loaded["videos"]) == 16
+    assert loaded["posters"] == 16
+    assert all(ready >= 1 for _, ready, _ in loaded["videos"])
+    print(f"16-video report opened in {seconds:.3f} s")

@@ -20,6 +20,7 @@ import base64
 import binascii
 import contextlib
 import hashlib
+import importlib
 import io
 import json
 import math
@@ -64,6 +65,11 @@ SHOWN_KEYS: Final = 40
 """Keys listed per failure group before the rest folds away."""
 IMAGE_SUFFIXES: Final = frozenset({".png", ".jpg", ".jpeg", ".webp", ".gif"})
 VIDEO_SUFFIXES: Final = frozenset({".mp4", ".webm", ".mov", ".m4v"})
+POSTER_SIZE: Final = 480
+EAGER_VIDEOS: Final = 12
+"""Players given their file and poster in the page; the others get them from a small
+inline script as they come near the view (hundreds of players that all read their
+files and posters at once take seconds to open; these take a blink)."""
 POSTER_PATTERNS: Final = ("{}.poster{}", "{}-poster{}", "{}{}")
 POSTER_SUFFIXES: Final = (".jpg", ".jpeg", ".png", ".webp")
 STATE_ORDER: Final = ("succeeded", "failed", "timed_out", "stopped", "invalid", "unfinished")
@@ -96,6 +102,12 @@ class Media:
     src: str  # URL-quoted path relative to the report
     name: str
     poster: str | None = None
+    lazy: bool = False
+
+    @property
+    def preload(self) -> str:
+        """A poster shows until play; without one the player reads the first frame."""
+        return "none" if self.poster else "metadata"
 
 
 @attrs.frozen
@@ -308,6 +320,8 @@ class _Inputs:
 
 
 def _poster(file: pathlib.Path, out_dir: pathlib.Path) -> str | None:
+    """A poster image the folder has for ``file`` (``x.poster.jpg``, ``x.jpg``...), else one
+    made from the video's first frame (PyAV, when installed)."""
     for pattern in POSTER_PATTERNS:
         for suffix in POSTER_SUFFIXES:
             candidate = file.with_name(pattern.format(file.stem, suffix))
@@ -315,10 +329,35 @@ def _poster(file: pathlib.Path, out_dir: pathlib.Path) -> str | None:
                 relative = _relative_file(str(candidate), out_dir)
                 if relative is not None:
                     return _quote(relative)
-    return None
+    return _first_frame(file, out_dir)
 
 
-def _media(files: Sequence[str], out_dir: pathlib.Path) -> tuple[list[Media], list[str]]:
+def _first_frame(file: pathlib.Path, out_dir: pathlib.Path) -> str | None:
+    try:
+        av: Any = importlib.import_module("av")  # optional: the simulator extra brings it
+    except ImportError:
+        return None
+    stat = file.stat()
+    digest = hashlib.sha256(f"{file.name}\0{stat.st_mtime_ns}\0{stat.st_size}".encode())
+    name = f"{file.stem[:40]}-{digest.hexdigest()[:12]}.jpg"
+    target = out_dir / ASSETS_DIR / "posters" / name
+    if not target.is_file():
+        try:
+            with av.open(str(file)) as container:
+                picture = next(container.decode(video=0)).to_image()
+            picture.thumbnail((POSTER_SIZE, POSTER_SIZE))
+            target.parent.mkdir(parents=True, exist_ok=True)
+            temporary = target.with_name(target.name + ".tmp")
+            picture.convert("RGB").save(temporary, format="JPEG", quality=80)
+            temporary.replace(target)
+        except (OSError, ValueError, StopIteration, ImportError, av.FFmpegError):
+            return None
+    return _quote(f"{ASSETS_DIR}/posters/{name}")
+
+
+def _media(
+    files: Sequence[str], out_dir: pathlib.Path, eager: list[int]
+) -> tuple[list[Media], list[str]]:
     media: list[Media] = []
     missing: list[str] = []
     for relative in files:
@@ -328,7 +367,9 @@ def _media(files: Sequence[str], out_dir: pathlib.Path) -> tuple[list[Media], li
         if not path.is_file():
             missing.append(name)
         elif suffix in VIDEO_SUFFIXES:
-            media.append(Media("video", _quote(relative), name, _poster(path, out_dir)))
+            eager[0] -= 1
+            lazy = eager[0] < 0
+            media.append(Media("video", _quote(relative), name, _poster(path, out_dir), lazy))
         elif suffix in IMAGE_SUFFIXES:
             media.append(Media("img", _quote(relative), name))
         else:
@@ -717,12 +758,13 @@ def build_report(
     rows = {row.key: row for row in rows_list}
     keys = list(dict.fromkeys([*(row.key for row in rows_list), *records]))
     inputs = _Inputs(out_dir)
+    eager = [EAGER_VIDEOS]
     cards: list[Card] = []
     for key in keys:
         record, row = records.get(key), rows.get(key)
         if record is None or record.status != "succeeded":
             continue
-        media, missing = _media(_files_of(record, out_dir), out_dir)
+        media, missing = _media(_files_of(record, out_dir), out_dir, eager)
         request = row.record if row is not None else None
         prompt = request.get("prompt") if request else None
         cards.append(
