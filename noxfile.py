@@ -21,6 +21,7 @@ TEST_DEPS = [
     "aioresponses>=0.7.6",
     "hypothesis>=6.100",
     "blockbuster>=1.5",
+    "playwright>=1.45",  # drives Debian's Chromium in the report's browser test
 ]
 LINT_DEPS = ["ruff>=0.6", "import-linter>=2.3"]
 TYPING_DEPS = ["mypy>=1.11", "nox>=2024.4"]  # nox: the noxfile is type-checked too

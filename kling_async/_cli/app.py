@@ -6,6 +6,7 @@ Commands::
     kling-async resume JOURNAL          continue an interrupted or stopped run
     kling-async status JOURNAL          what a journal holds, without any network
     kling-async validate JOBS           check a job file; nothing is sent
+    kling-async report DIR              write DIR/report.html (also done after run/resume)
     kling-async simulate [...]          run the local simulator stand-alone
 
 Exit codes: 0 every job succeeded, 1 some jobs failed, 2 bad usage or input, 3 the batch
@@ -30,7 +31,7 @@ from .progress import Display, make_display
 __all__ = ["main"]
 
 PROG: Final = "kling-async"
-COMMANDS: Final = ("run", "resume", "status", "validate", "simulate")
+COMMANDS: Final = ("run", "resume", "status", "validate", "simulate", "report")
 
 
 def _positive_int(text: str) -> int:
@@ -210,6 +211,19 @@ def build_parser() -> argparse.ArgumentParser:
     validate_parser.add_argument("-q", "--quiet", action="store_true", help="only the exit code")
     validate_parser.set_defaults(handler=_cmd_validate)
 
+    report_parser = commands.add_parser(
+        "report",
+        help="write DIR/report.html from a run's journal and files (no network)",
+        description="Write one self-contained HTML page about the run in DIR: summary, "
+        "results gallery, failures by error and a timeline of the account slots. "
+        "Each run and resume writes it too.",
+    )
+    report_parser.add_argument("out", type=pathlib.Path, metavar="DIR", help="the run's --out")
+    report_parser.add_argument(
+        "--journal", type=pathlib.Path, metavar="FILE", help="default DIR/journal.sqlite"
+    )
+    report_parser.set_defaults(handler=_cmd_report)
+
     commands.add_parser(
         "simulate",
         help="run the local CometAPI/Kling simulator (see: simulate --help)",
@@ -298,6 +312,10 @@ def _cmd_resume(args: argparse.Namespace) -> int:
 
 def _cmd_status(args: argparse.Namespace) -> int:
     return run.status_command(args.journal, json_output=args.json)
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    return run.report_command(args.out, args.journal, env=os.environ)
 
 
 def _simulate(argv: Sequence[str]) -> int:

@@ -27,6 +27,7 @@ from kling_async.simulator import Simulator, SimulatorConfig
 
 from .jobs import PROFILE_RULES, JobProblem, ParsedJob, load_jobs
 from .progress import Display, JobRecord, ProgressTracker, RunSummary, format_duration
+from .report import write_report
 from .results import (
     RESULTS_FILE,
     ResultsWriter,
@@ -35,6 +36,7 @@ from .results import (
     record_from_outcome,
     total_units,
 )
+from .timeline import record_timeline
 
 __all__ = [
     "DEMO_TIME_SCALE",
@@ -45,6 +47,7 @@ __all__ = [
     "EXIT_USAGE",
     "JOURNAL_FILE",
     "RunSettings",
+    "report_command",
     "resume_command",
     "run_command",
     "status_command",
@@ -378,17 +381,18 @@ class BatchRun:
                         state.stats = batch.statistics()
                         display.start(tracker.snapshot(state.stats), self.title())
                         started = True
-                        await self._consume(batch)
+                        await self._consume(batch, client)
                         state.stats = batch.statistics()
                 finally:
                     if started:
                         display.stop(tracker.snapshot(state.stats))
                     watchers.cancel_scope.cancel()
 
-    async def _consume(self, batch: Any) -> None:
+    async def _consume(self, batch: Any, client: Any) -> None:
         state, tracker = self.state, self.tracker
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(_tick, batch, tracker, self.display, state)
+            tasks.start_soon(record_timeline, self.settings.out_dir, self.time_scale, client)
             tasks.start_soon(batch.feed, [(job.key, job.request) for job in self.jobs])
             await anyio.lowlevel.checkpoint()
             async for outcome in batch:
@@ -422,8 +426,18 @@ class BatchRun:
         records = [self.writer.records[key] for key in self.order if key in self.writer.records]
         if code is None:
             code = self._exit_code(records)
+        self._report()
         self._summarize(records, code)
         return code
+
+    def _report(self) -> None:
+        """Write ``report.html`` in the output folder (a failure is a warning only)."""
+        try:
+            path = write_report(self.settings.out_dir, journal=self.settings.journal, env=self.env)
+        except (OSError, ka.JournalError) as exc:
+            self.display.warning(f"kling-async: no report: {exc}")
+            return
+        self.display.notice(f"Report: {_display_path(path)}")
 
     def _failure(self, leaf: BaseException) -> int | None:
         if isinstance(leaf, KeyboardInterrupt):
@@ -694,6 +708,23 @@ def status_command(journal: pathlib.Path, *, json_output: bool) -> int:
     elif rows:
         age = max(row.updated_at for row in rows) - min(row.created_at for row in rows)
         console.print(f"every job has ended ({format_duration(age)} from first to last)")
+    return EXIT_OK
+
+
+def report_command(
+    out_dir: pathlib.Path, journal: pathlib.Path | None, env: Mapping[str, str]
+) -> int:
+    """``kling-async report``: write ``out_dir/report.html``; return the exit code."""
+    journal = journal if journal is not None else out_dir / JOURNAL_FILE
+    if not journal.is_file() and not (out_dir / RESULTS_FILE).is_file():
+        print(f"kling-async: no run in {out_dir} (no journal, no {RESULTS_FILE})", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        path = write_report(out_dir, journal=journal, env=env)
+    except (OSError, ka.JournalError) as exc:
+        print(f"kling-async: cannot write the report: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"Report: {_display_path(path)}")
     return EXIT_OK
 
 

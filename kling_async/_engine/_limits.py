@@ -25,6 +25,8 @@ class SlotStatistics:
     maximum: int
     decreases: int
     increases: int
+    congestions: int = 0
+    """1303 answers counted (a burst in one round lowers the limit once)."""
 
 
 class SlotLimiter:
@@ -48,6 +50,7 @@ class SlotLimiter:
         self._waiters: collections.deque[tuple[int, anyio.Event]] = collections.deque()
         self._decreases = 0
         self._increases = 0
+        self._congestions = 0
 
     @property
     def limit(self) -> int:
@@ -138,6 +141,7 @@ class SlotLimiter:
             True when the limit was lowered (first 1303 of the round).
         """
         self._slow_start = False
+        self._congestions += 1
         if epoch != self._epoch:
             return False
         self._epoch += 1
@@ -163,6 +167,7 @@ class SlotLimiter:
             maximum=self._maximum,
             decreases=self._decreases,
             increases=self._increases,
+            congestions=self._congestions,
         )
 
 
