@@ -71,6 +71,7 @@ from ._durable.sqlite import SqliteJournal as SqliteJournal
 from ._durable.store import JobStore as JobStore
 from ._durable.store import MemoryStore as MemoryStore
 from ._engine import Batch as Batch
+from ._engine import BatchProducer as BatchProducer
 from ._engine import BatchStatistics as BatchStatistics
 from ._engine import EngineStatistics as EngineStatistics
 from ._engine import JobStatus as JobStatus
@@ -93,6 +94,7 @@ __all__ = [
     "Backoff",
     "BadRequest",
     "Batch",
+    "BatchProducer",
     "BatchStatistics",
     "BatchStopped",
     "Client",

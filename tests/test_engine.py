@@ -708,7 +708,7 @@ async def test_feed_accepts_a_plain_iterable_and_keys_must_be_unique() -> None:
             with pytest.raises(ValueError, match="non-empty"):
                 await batch.submit(video(), key="")
             outcomes = {o.key: o for o in [o async for o in batch]}
-            with pytest.raises(RuntimeError, match="closed"):
+            with pytest.raises(RuntimeError, match="loop has ended"):
                 await batch.submit(video(), key="late")
         assert set(outcomes) == {"a", "b"}
         assert outcomes["b"].kind is Kind.IMAGE

@@ -15,7 +15,6 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, Final
 
 import anyio
-import anyio.lowlevel
 import attrs
 from rich import box
 from rich.console import Console
@@ -373,8 +372,8 @@ class BatchRun:
         state, tracker = self.state, self.tracker
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(_tick, batch, tracker, self.display, state)
+            # feed() takes its producer handle at this call: the loop waits for its jobs.
             tasks.start_soon(batch.feed, [(job.key, job.request) for job in self.jobs])
-            await anyio.lowlevel.checkpoint()
             async for outcome in batch:
                 record = record_from_outcome(
                     outcome, self.settings.out_dir, time_scale=self.time_scale

@@ -9,10 +9,10 @@ from typing import Any, Protocol, Self
 
 import anyio
 import anyio.abc
-import anyio.lowlevel
 
 from .._core.clock import Clock
 from .._core.errors import BatchStopped, KlingError, Scope
+from .._core.lifetime import AsyncClosing
 from .._core.models import Kind, Request
 from ._ids import external_id_for
 from ._job import Job, Phase
@@ -20,7 +20,7 @@ from ._lane import Lane
 from ._outcome import BatchStatistics, JobStatus, Outcome
 from ._store import BatchStore, NullStore
 
-__all__ = ["Batch", "BatchHost"]
+__all__ = ["Batch", "BatchHost", "BatchProducer"]
 
 
 class BatchHost(Protocol):
@@ -48,16 +48,27 @@ _STATUS_FIELD = {
 
 
 class Batch:
-    """Many jobs through one client: submit them, then read one outcome per job.
+    """Many jobs through one client: submit them, read one outcome per job as jobs finish.
 
     Use it as an async context manager (``async with client.batch() as batch``).
     :meth:`submit` waits while ``max_pending`` jobs are not yet sent (back-pressure);
-    finished outcomes are kept until read, so submitting everything and only then
-    iterating never deadlocks. ``async for outcome in batch`` yields one
-    :class:`Outcome` per job as jobs finish and never raises for a job's failure; it
-    ends when submissions are closed and every job has ended. Starting to iterate
-    closes submissions, unless a :meth:`feed` runs beside the loop (then they close
-    when it ends).
+    finished outcomes are kept until read, so no way of mixing submits and reads
+    deadlocks. ``async for outcome in batch`` yields one :class:`Outcome` per job and
+    never raises for a job's failure. It ends once no input is open and every job
+    submitted so far has been read:
+
+    - submit everything, then iterate: the end of input is implicit;
+    - a producer task beside the loop (or several): take one :meth:`producer` handle
+      per producer *before* starting its task, and close it when the producer is done
+      (``async with producer:``); input ends when the last open handle closes, as a
+      memory stream ends when its last send clone closes. ``tg.start_soon(batch.feed,
+      jobs)`` does the same for one iterable (it takes its handle at the call);
+    - :meth:`submit` from inside the loop body (follow-up jobs) is always accepted:
+      the loop has not ended while its body runs.
+
+    Once the loop has ended, submitting raises ``RuntimeError``. Errors raised by your
+    own code inside the ``async with`` block come out as themselves; a single error of
+    the batch's own tasks comes out unwrapped (several: one ``ExceptionGroup``).
 
     Leaving the ``async with`` block stops the batch: jobs not yet sent end STOPPED
     (recorded in the store), tasks already running stay counted against the account
@@ -101,8 +112,9 @@ class Batch:
         self._retries = 0
         self._reason: KlingError | None = None
         self._closed = False
-        self._feeding = 0
-        self._iterating = False
+        self._inputs = 0  # open producer handles (and internal feeders)
+        self._submitting = 0  # submit() calls under way
+        self._ended = False  # the outcome stream has ended
         self._entered = False
         self._detached = False
         self._tg: anyio.abc.TaskGroup | None = None
@@ -170,7 +182,15 @@ class Batch:
         assert tg is not None
         tg.cancel_scope.cancel()
         try:
-            suppress = await tg.__aexit__(exc_type, exc, tb)
+            try:
+                suppress = await tg.__aexit__(exc_type, exc, tb)
+            except BaseExceptionGroup as group:
+                leaves = _leaves(group, keep=exc)
+                if len(leaves) != 1:
+                    raise
+                if leaves[0] is exc:
+                    return False  # the caller's own error, re-raised as it was
+                raise leaves[0] from None
         finally:
             with anyio.CancelScope(shield=True):
                 try:
@@ -203,19 +223,27 @@ class Batch:
             request: The job's request.
             key: The job's key, unique within the batch (part of its external task id).
 
+        Accepted until the outcome loop has ended: before it, beside it (from a task
+        holding a :meth:`producer` handle) and from inside its body.
+
         Raises:
             ValueError: ``key`` is empty or already used in this batch.
-            RuntimeError: Submissions are closed (iteration started, or the batch was left).
+            RuntimeError: The outcome loop has ended, or the batch was left.
         """
         self._check_submittable()
-        if key in self._journaled:
-            # Known from the journal: the same request again is a no-op (the store raises
-            # if the request differs).
-            await self._store.pending(
-                key, request.kind, request, external_id_for(self.batch_id, key)
-            )
-            return
-        await self._submit(request, key)
+        self._submitting += 1
+        try:
+            if key in self._journaled:
+                # Known from the journal: the same request again is a no-op (the store
+                # raises if the request differs).
+                await self._store.pending(
+                    key, request.kind, request, external_id_for(self.batch_id, key)
+                )
+                return
+            await self._submit(request, key)
+        finally:
+            self._submitting -= 1
+            self._notify()
 
     async def _submit(self, request: Request, key: str) -> None:
         job = self._new_job(key, request)
@@ -237,28 +265,41 @@ class Batch:
         self._queues[job.kind].append(job)
         self._queue_events[job.kind].set()
 
-    async def feed(
-        self, jobs: AsyncIterable[tuple[str, Request]] | Iterable[tuple[str, Request]]
-    ) -> None:
-        """Submit ``(key, request)`` pairs from ``jobs``, beside an ``async for`` reading outcomes.
+    def producer(self) -> "BatchProducer":
+        """Open an input handle for one producer; input ends when every open handle is closed.
 
-        While a feed runs, iteration does not end; submissions close when the last feed
-        ends (if iteration has started).
+        Take it *before* starting the producer's task, so the outcome loop knows more
+        jobs may come however the tasks are scheduled; close it when the producer is
+        done (``async with batch.producer() as producer:`` or ``producer.close()``)::
+
+            async with client.batch() as batch, anyio.create_task_group() as tg:
+                tg.start_soon(produce, batch.producer())  # produce() submits, then closes
+                async for outcome in batch:
+                    ...
+
+        Raises:
+            RuntimeError: The outcome loop has ended, or the batch was left.
         """
-        self._feeding += 1
-        try:
-            self._check_submittable()
-            if isinstance(jobs, AsyncIterable):
-                async for key, request in jobs:
-                    await self.submit(request, key=key)
-            else:
-                for key, request in jobs:
-                    await self.submit(request, key=key)
-        finally:
-            self._feeding -= 1
-            if self._iterating and self._feeding == 0:
-                self._closed = True
-            self._notify()
+        self._check_submittable()
+        return BatchProducer(self)
+
+    def feed(
+        self, jobs: AsyncIterable[tuple[str, Request]] | Iterable[tuple[str, Request]]
+    ) -> Coroutine[Any, Any, None]:
+        """Submit ``(key, request)`` pairs from ``jobs``; one producer, open from this call.
+
+        The producer handle is taken when ``feed`` is called, not when its coroutine first
+        runs, so ``tg.start_soon(batch.feed, jobs)`` (or ``tg.create_task(batch.feed(jobs))``)
+        beside ``async for`` works in any order; await the result (or run it as a task).
+        """
+        return self.producer().feed(jobs)
+
+    def _open_input(self) -> None:
+        self._inputs += 1
+
+    def _close_input(self) -> None:
+        self._inputs -= 1
+        self._notify()
 
     def _new_job(self, key: str, request: Request, external_id: str | None = None) -> Job:
         if not isinstance(key, str) or not key:
@@ -317,7 +358,7 @@ class Batch:
         self._check_submittable()
         pending = list(jobs)
         self._journaled.update(key for key, _ in pending)
-        self._feeding += 1
+        self._open_input()
         self.start_soon(self._queue_pending, pending)
 
     async def _queue_pending(self, jobs: list[tuple[str, Request]]) -> None:
@@ -325,10 +366,7 @@ class Batch:
             for key, request in jobs:
                 await self._submit(request, key)
         finally:
-            self._feeding -= 1
-            if self._iterating and self._feeding == 0:
-                self._closed = True
-            self._notify()
+            self._close_input()
 
     async def resume(
         self,
@@ -366,10 +404,15 @@ class Batch:
         self._queue_events[job.kind].set()
 
     def _check_submittable(self) -> None:
+        if self._closed:
+            raise RuntimeError("the batch was left: no more jobs can be submitted")
         if not self._entered or self._tg is None:
             raise RuntimeError("use the batch inside `async with client.batch() as batch:`")
-        if self._closed:
-            raise RuntimeError("submissions to this batch are closed (iteration started)")
+        if self._ended:
+            raise RuntimeError(
+                "the batch's outcome loop has ended: no more jobs can be submitted (a "
+                "producer task beside the loop takes `batch.producer()` before it starts)"
+            )
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -377,18 +420,13 @@ class Batch:
         return self
 
     async def __anext__(self) -> Outcome:
-        if not self._iterating:
-            self._iterating = True
-            # A feed() started beside this loop gets the chance to register first.
-            await anyio.lowlevel.checkpoint()
-            if self._feeding == 0:
-                self._closed = True
         while True:
             if self._outcomes:
                 return self._outcomes.popleft()
-            if self._closed and self._feeding == 0 and self._delivered >= self._accepted:
-                raise StopAsyncIteration
-            if self._detached:
+            if self._detached or (
+                not self._inputs and not self._submitting and self._delivered >= self._accepted
+            ):
+                self._ended = True
                 raise StopAsyncIteration
             self._outcome_event = anyio.Event()
             await self._outcome_event.wait()
@@ -533,3 +571,75 @@ class Batch:
         for scope in self._admitting.values():
             if scope is not None:
                 scope.cancel()
+
+
+class BatchProducer(AsyncClosing):
+    """One producer's input to a :class:`Batch` (from :meth:`Batch.producer`).
+
+    The batch's outcome loop does not end while a handle is open. Close it when the
+    producer is done: ``async with producer:``, ``await producer.aclose()`` or
+    ``producer.close()`` (idempotent). Several handles may be open at once, one per
+    producer task.
+    """
+
+    def __init__(self, batch: Batch) -> None:
+        self._batch = batch
+        self._open = True
+        batch._open_input()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    def __repr__(self) -> str:
+        state = "open" if self._open else "closed"
+        return f"<BatchProducer of batch {self._batch.batch_id!r} ({state})>"
+
+    @property
+    def closed(self) -> bool:
+        """True once this handle is closed."""
+        return not self._open
+
+    async def submit(self, request: Request, *, key: str) -> None:
+        """Submit one job through the batch (see :meth:`Batch.submit`).
+
+        Raises:
+            RuntimeError: This handle is closed.
+        """
+        if not self._open:
+            raise RuntimeError("this producer is closed")
+        await self._batch.submit(request, key=key)
+
+    async def feed(
+        self, jobs: AsyncIterable[tuple[str, Request]] | Iterable[tuple[str, Request]]
+    ) -> None:
+        """Submit every ``(key, request)`` pair of ``jobs``, then close this handle."""
+        async with self:
+            if isinstance(jobs, AsyncIterable):
+                async for key, request in jobs:
+                    await self.submit(request, key=key)
+            else:
+                for key, request in jobs:
+                    await self.submit(request, key=key)
+
+    def close(self) -> None:
+        """End this producer's input (idempotent)."""
+        if self._open:
+            self._open = False
+            self._batch._close_input()
+
+    async def aclose(self) -> None:
+        """End this producer's input (idempotent)."""
+        self.close()
+
+
+def _leaves(
+    group: BaseExceptionGroup[BaseException], *, keep: BaseException | None
+) -> list[BaseException]:
+    """The exceptions inside ``group``, nested groups flattened (``keep`` is not opened)."""
+    leaves: list[BaseException] = []
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup) and exc is not keep:
+            leaves.extend(_leaves(exc, keep=keep))
+        else:
+            leaves.append(exc)
+    return leaves
