@@ -4,6 +4,8 @@ Everything public is re-exported here; implementation modules are private. The l
 server lives in the public subpackage :mod:`kling_async.simulator`.
 """
 
+import types
+
 from ._api.images import validate_request as validate_request
 from ._api.profiles import CometAPI as CometAPI
 from ._api.profiles import Kling as Kling
@@ -73,6 +75,7 @@ from ._durable.store import MemoryStore as MemoryStore
 from ._engine import Batch as Batch
 from ._engine import BatchProducer as BatchProducer
 from ._engine import BatchStatistics as BatchStatistics
+from ._engine import BatchStore as BatchStore
 from ._engine import EngineStatistics as EngineStatistics
 from ._engine import JobStatus as JobStatus
 from ._engine import Outcome as Outcome
@@ -97,6 +100,7 @@ __all__ = [
     "BatchProducer",
     "BatchStatistics",
     "BatchStopped",
+    "BatchStore",
     "Client",
     "Clock",
     "CometAPI",
@@ -167,3 +171,19 @@ __all__ = [
     "WebhookVerifier",
     "validate_request",
 ]
+
+
+def _present_as_public() -> None:
+    """Show public names as ``kling_async.X`` in help() and tracebacks (as httpx does).
+
+    Implementation modules stay private; pickling still works, since each name is
+    importable from the package root.
+    """
+    namespace = globals()
+    for name in __all__:
+        value = namespace[name]
+        if isinstance(value, type | types.FunctionType):
+            value.__module__ = __name__
+
+
+_present_as_public()

@@ -54,7 +54,7 @@ class _State(enum.Enum):
     CLOSED = "closed"
 
 
-class Client(AsyncClosing):
+class Client:
     """An async client of Kling multi-image generation (CometAPI by default).
 
     Use it as ``async with Client() as kling:``. Each method below is exactly one HTTP
@@ -128,6 +128,9 @@ class Client(AsyncClosing):
             self._webhook = webhook
             self._owns_webhook = False
         self._subscription: WebhookSubscription | None = None
+
+    # The package's one way out (closing), without a private base class in help(Client).
+    __aexit__ = AsyncClosing.__aexit__
 
     def __repr__(self) -> str:
         return f"Client(profile={self._profile!r}, state={self._state.value})"

@@ -573,7 +573,7 @@ class Batch:
                 scope.cancel()
 
 
-class BatchProducer(AsyncClosing):
+class BatchProducer:
     """One producer's input to a :class:`Batch` (from :meth:`Batch.producer`).
 
     The batch's outcome loop does not end while a handle is open. Close it when the
@@ -589,6 +589,8 @@ class BatchProducer(AsyncClosing):
 
     async def __aenter__(self) -> Self:
         return self
+
+    __aexit__ = AsyncClosing.__aexit__  # the package's one way out (closing)
 
     def __repr__(self) -> str:
         state = "open" if self._open else "closed"
