@@ -4,7 +4,7 @@ Everything public is re-exported here; implementation modules are private. The l
 server lives in the public subpackage :mod:`kling_async.simulator`.
 """
 
-import types
+import types as _types
 
 from ._api.images import validate_request as validate_request
 from ._api.profiles import CometAPI as CometAPI
@@ -182,7 +182,7 @@ def _present_as_public() -> None:
     namespace = globals()
     for name in __all__:
         value = namespace[name]
-        if isinstance(value, type | types.FunctionType):
+        if isinstance(value, type | _types.FunctionType):
             value.__module__ = __name__
 
 

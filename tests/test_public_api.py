@@ -49,7 +49,7 @@ def test_exported_names_show_as_public() -> None:
 
 def test_help_and_tracebacks_name_the_package_not_private_modules() -> None:
     """help(ka.Client) and an error's traceback line speak of kling_async, never kling_async._x."""
-    text = pydoc.render_doc(ka.Client, renderer=pydoc.plaintext)
+    text = pydoc.render_doc(ka.Client, renderer=pydoc.plaintext)  # type: ignore[attr-defined]
     assert "in module kling_async\n" in text
     assert "kling_async._" not in text
     line = traceback.format_exception_only(ka.NotFound("gone"))[-1]
