@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import time
+from types import TracebackType
 from typing import Any, Final, Self
 
 import anyio.to_thread
@@ -27,7 +28,6 @@ from ._core.config import (
     Timeouts,
 )
 from ._core.errors import AuthenticationError, KlingError, TransportError
-from ._core.lifetime import AsyncClosing
 from ._core.models import (
     ImageOrigin,
     Kind,
@@ -129,8 +129,13 @@ class Client:
             self._owns_webhook = False
         self._subscription: WebhookSubscription | None = None
 
-    # The package's one way out (closing), without a private base class in help(Client).
-    __aexit__ = AsyncClosing.__aexit__
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()  # the package's one way out (as AsyncClosing, not shown in help)
 
     def __repr__(self) -> str:
         return f"Client(profile={self._profile!r}, state={self._state.value})"

@@ -12,7 +12,6 @@ import anyio.abc
 
 from .._core.clock import Clock
 from .._core.errors import BatchStopped, KlingError, Scope
-from .._core.lifetime import AsyncClosing
 from .._core.models import Kind, Request
 from ._ids import external_id_for
 from ._job import Job, Phase
@@ -590,7 +589,13 @@ class BatchProducer:
     async def __aenter__(self) -> Self:
         return self
 
-    __aexit__ = AsyncClosing.__aexit__  # the package's one way out (closing)
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()  # the package's one way out (as AsyncClosing, not shown in help)
 
     def __repr__(self) -> str:
         state = "open" if self._open else "closed"
