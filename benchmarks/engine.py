@@ -230,6 +230,7 @@ async def measure(profile: Profile, client_name: str, loop_name: str) -> Result:
             poll=poll,
             backoff=Backoff().scaled(profile.scale),
             webhook=WEBHOOK if client_name == "engine+webhook" else None,
+            server_time_scale=profile.scale,
         )
         client.created = []
         finished: list[Finished] = []

@@ -78,6 +78,8 @@ class Client:
             Each create then carries a ``callback_url``; a task is polled slowly until a
             delivery says it ended (then it is re-queried at once) or until it runs past
             its expected time (then it is polled normally). None: polling only.
+        server_time_scale: Client seconds per server second, for run times read from the
+            server's timestamps (1 except against a time-scaled simulator).
 
     Raises:
         ValueError: No key found, or a bad ``base_url``.
@@ -96,6 +98,7 @@ class Client:
         poll: PollPolicy = DEFAULT_POLL,
         clock: Clock | None = None,
         webhook: WebhookConfig | WebhookReceiver | None = None,
+        server_time_scale: float = 1.0,
     ) -> None:
         if profile is None:
             profile = CometAPI(api_key)
@@ -119,7 +122,14 @@ class Client:
         self._transport: Transport | None = transport
         self._aiohttp: AiohttpTransport | None = None
         self._state = _State.UNOPENED
-        self._engine = Engine(self, limits=limits, backoff=backoff, poll=poll, clock=clock)
+        self._engine = Engine(
+            self,
+            limits=limits,
+            backoff=backoff,
+            poll=poll,
+            clock=clock,
+            server_time_scale=server_time_scale,
+        )
         self._webhook: WebhookReceiver | None
         if isinstance(webhook, WebhookConfig):
             self._webhook = WebhookReceiver(webhook, now=self._engine.clock.wall)
@@ -169,7 +179,12 @@ class Client:
                 if self._owns_webhook:
                     await self._webhook.__aenter__()
                 self._subscription = self._webhook.subscribe(self._engine.hint)
-                self._engine.use_webhooks(self._subscription.callback_url)
+                config = self._webhook.config
+                self._engine.use_webhooks(
+                    self._subscription.callback_url,
+                    poll_interval=config.poll_interval,
+                    poll_grace=config.poll_grace,
+                )
         except BaseException:
             await self.aclose()
             raise

@@ -33,6 +33,7 @@ def client_for(url: str, api_key: str) -> Client:
         limits=Limits(requests_per_second=None, max_creates=8, video_slots=20, image_slots=20),
         backoff=Backoff(max_elapsed=3600).scaled(SCALE * 20),
         poll=PollPolicy(expected_video=60, expected_image=15).scaled(SCALE),
+        server_time_scale=SCALE,
     )
 
 

@@ -103,6 +103,13 @@ def test_backoff_after_1303_waits_at_least_the_floor() -> None:
     assert 1.0 <= policy.delay(1, concurrency=True, rng=lambda: 0.99) <= 2.0
 
 
+def test_server_time_scale_must_be_positive() -> None:
+    """The server time scale is the client's (not the poll policy's), and must be > 0."""
+    with pytest.raises(ValueError, match="server_time_scale"):
+        Engine(FakeApi(VirtualClock()), server_time_scale=0)
+    assert "time_scale" not in attrs.fields_dict(PollPolicy)
+
+
 def test_policies_scale_every_duration() -> None:
     """scaled(f) multiplies each duration by f and leaves counts alone."""
     backoff = Backoff().scaled(0.01)
@@ -110,7 +117,7 @@ def test_policies_scale_every_duration() -> None:
     assert backoff.max_attempts == Backoff().max_attempts
     poll = PollPolicy().scaled(0.01)
     assert poll.expected_video == pytest.approx(1.2)
-    assert poll.time_scale == pytest.approx(0.01)
+    assert poll.list_interval == pytest.approx(0.02)
 
 
 @pytest.mark.parametrize(

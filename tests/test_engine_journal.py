@@ -24,6 +24,7 @@ def client_for(sim: Simulator) -> Client:
         limits=Limits(requests_per_second=None),
         backoff=Backoff().scaled(SCALE * 20),
         poll=PollPolicy(expected_video=60, expected_image=15).scaled(SCALE),
+        server_time_scale=SCALE,
     )
 
 

@@ -49,6 +49,7 @@ def scaled_client(sim: Simulator, *, limits: Limits, read_timeout: float = 0.25)
         limits=limits,
         backoff=Backoff(max_elapsed=3600, retry_after_cap=5).scaled(SCALE * 20),
         poll=PollPolicy(expected_video=60, expected_image=15).scaled(SCALE),
+        server_time_scale=SCALE,
     )
 
 
@@ -182,6 +183,7 @@ async def test_list_polling_against_the_simulator_needs_fewer_requests() -> None
             base_url=sim.url,
             limits=limits,
             poll=PollPolicy(expected_video=60, expected_image=15, use_list=True).scaled(SCALE),
+            server_time_scale=SCALE,
         )
         async with client, client.batch() as batch:
             await batch.feed(jobs(100))

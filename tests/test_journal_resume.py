@@ -29,6 +29,7 @@ def client_for(sim: Simulator) -> ka.Client:
         limits=ka.Limits(requests_per_second=None),
         backoff=ka.Backoff().scaled(SCALE * 20),
         poll=ka.PollPolicy(expected_video=60, expected_image=15).scaled(SCALE),
+        server_time_scale=SCALE,
     )
 
 

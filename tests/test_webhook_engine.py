@@ -112,9 +112,10 @@ async def test_without_deliveries_polling_resumes_after_the_grace() -> None:
 
 
 async def test_safety_interval_caps_the_covered_wait() -> None:
-    """A covered task is still polled every webhook_interval before its grace runs out."""
-    poll = PollPolicy(expected_video=600, webhook_interval=100, jitter=0.0)
+    """A covered task is still polled every poll_interval before its grace runs out."""
+    poll = PollPolicy(expected_video=600, jitter=0.0)
     async with engine_on(350.0, poll=poll) as (_, fake, engine):
+        engine.use_webhooks(CALLBACK, poll_interval=100)
         await engine.generate(video())
     assert fake.query_times[:3] == pytest.approx([100.0, 200.0, 300.0])
     assert fake.query_times[3] == pytest.approx(400.0)
@@ -265,15 +266,15 @@ async def test_use_webhooks_none_turns_them_off() -> None:
     assert fake.callback_urls == [None]
 
 
-def test_poll_policy_webhook_knobs() -> None:
-    """webhook_interval scales with the policy; both knobs must be positive."""
-    policy = PollPolicy(webhook_interval=300, webhook_grace=1.5)
-    assert policy.scaled(0.01).webhook_interval == pytest.approx(3.0)
-    assert policy.scaled(0.01).webhook_grace == 1.5
-    with pytest.raises(ValueError, match="webhook"):
-        PollPolicy(webhook_interval=0)
-    with pytest.raises(ValueError, match="webhook"):
-        PollPolicy(webhook_grace=-1)
+def test_webhook_poll_knobs_live_in_the_webhook_config() -> None:
+    """poll_interval and poll_grace are WebhookConfig's (default 300 s, 1.5x); both positive."""
+    config = WebhookConfig()
+    assert (config.poll_interval, config.poll_grace) == (300.0, 1.5)
+    assert not hasattr(PollPolicy(), "webhook_interval")
+    with pytest.raises(ValueError, match="poll_interval"):
+        WebhookConfig(poll_interval=0)
+    with pytest.raises(ValueError, match="poll_grace"):
+        WebhookConfig(poll_grace=-1)
 
 
 # -- the client against the simulator --------------------------------------------------------
@@ -287,6 +288,7 @@ def scaled_client(sim: Simulator, webhook: WebhookConfig | WebhookReceiver | Non
         limits=Limits(requests_per_second=None, max_queries=32),
         backoff=Backoff(max_elapsed=3600).scaled(SCALE * 20),
         poll=PollPolicy(expected_video=60, expected_image=15).scaled(SCALE),
+        server_time_scale=SCALE,
         webhook=webhook,
     )
 

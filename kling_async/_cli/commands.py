@@ -252,6 +252,7 @@ def _engine_knobs(settings: RunSettings, scale: float) -> dict[str, Any]:
         "limits": limits,
         "poll": ka.PollPolicy().scaled(scale),
         "backoff": ka.Backoff().scaled(scale),
+        "server_time_scale": scale,
     }
 
 
