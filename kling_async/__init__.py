@@ -16,6 +16,7 @@ from ._api.transport import HttpResponse as HttpResponse
 from ._api.transport import MockTransport as MockTransport
 from ._api.transport import Transport as Transport
 from ._client import Client as Client
+from ._client import Tasks as Tasks
 from ._core.clock import Clock as Clock
 from ._core.clock import SystemClock as SystemClock
 from ._core.clock import VirtualClock as VirtualClock
@@ -156,6 +157,7 @@ __all__ = [
     "Task",
     "TaskFailed",
     "TaskStatus",
+    "Tasks",
     "Timeouts",
     "Transport",
     "TransportError",

@@ -377,7 +377,7 @@ async def test_forged_deliveries_change_no_outcome() -> None:
             seen: set[str] = set()
             while True:
                 for kind in Kind:
-                    for task in await client.list_tasks(kind, 1, 500):
+                    for task in await client.tasks.list(kind, 1, 500):
                         if task.task_id in seen or task.status.is_terminal:
                             continue
                         seen.add(task.task_id)
@@ -393,7 +393,7 @@ async def test_forged_deliveries_change_no_outcome() -> None:
             outcomes = await run_batch(client, 40, "forged")
             tg.cancel_scope.cancel()
         truth = {
-            t.task_id: t.status for kind in Kind for t in await client.list_tasks(kind, 1, 500)
+            t.task_id: t.status for kind in Kind for t in await client.tasks.list(kind, 1, 500)
         }
     assert forged > 0
     assert_each_ends_once_truthfully(outcomes, 40)
