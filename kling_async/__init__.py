@@ -60,14 +60,13 @@ from ._core.models import MultiImageToImage as MultiImageToImage
 from ._core.models import MultiImageToVideo as MultiImageToVideo
 from ._core.models import Point as Point
 from ._core.models import Request as Request
+from ._core.models import Status as Status
 from ._core.models import Task as Task
-from ._core.models import TaskStatus as TaskStatus
 from ._core.models import Video as Video
 from ._core.models import VideoAspectRatio as VideoAspectRatio
 from ._durable.downloads import Downloader as Downloader
 from ._durable.downloads import DownloadStatistics as DownloadStatistics
 from ._durable.downloads import UnsafeKey as UnsafeKey
-from ._durable.records import JobState as JobState
 from ._durable.records import JournalConflict as JournalConflict
 from ._durable.records import JournalError as JournalError
 from ._durable.sqlite import SqliteJournal as SqliteJournal
@@ -78,7 +77,6 @@ from ._engine import BatchProducer as BatchProducer
 from ._engine import BatchStatistics as BatchStatistics
 from ._engine import BatchStore as BatchStore
 from ._engine import EngineStatistics as EngineStatistics
-from ._engine import JobStatus as JobStatus
 from ._engine import Outcome as Outcome
 from ._webhooks.config import WebhookConfig as WebhookConfig
 from ._webhooks.receiver import WebhookReceiver as WebhookReceiver
@@ -122,8 +120,6 @@ __all__ = [
     "ImageAspectRatio",
     "ImageOrigin",
     "InvalidRequest",
-    "JobState",
-    "JobStatus",
     "JobStore",
     "JobTimedOut",
     "JournalConflict",
@@ -153,10 +149,10 @@ __all__ = [
     "Scope",
     "ServerError",
     "SqliteJournal",
+    "Status",
     "SystemClock",
     "Task",
     "TaskFailed",
-    "TaskStatus",
     "Tasks",
     "Timeouts",
     "Transport",

@@ -254,7 +254,7 @@ async def test_readme_producer_form_with_a_journal(tmp_path: pathlib.Path) -> No
             for key, request in read_my_jobs():
                 await producer.submit(request, key=key)
 
-    statuses: dict[str, ka.JobStatus] = {}
+    statuses: dict[str, ka.Status] = {}
     async with (
         client() as (kling, _),
         kling.batch(journal=tmp_path / "run.sqlite", max_pending=PENDING) as batch,
@@ -263,4 +263,4 @@ async def test_readme_producer_form_with_a_journal(tmp_path: pathlib.Path) -> No
         tg.create_task(produce(batch.producer()))
         async for outcome in batch:
             statuses[outcome.key] = outcome.status
-    assert statuses == dict.fromkeys(keys("r"), ka.JobStatus.SUCCEEDED)
+    assert statuses == dict.fromkeys(keys("r"), ka.Status.SUCCEEDED)

@@ -161,7 +161,7 @@ async def test_an_expired_url_leaves_the_job_to_a_later_resume(tmp_path: pathlib
             async with kling.batch(journal=path, out_dir=out) as batch:
                 outcomes = [o async for o in batch]
             assert sim.statistics().requests_to("file", 403) == served + 2  # retried, refused
-            assert {o.status for o in outcomes} == {ka.JobStatus.SUCCEEDED}
+            assert {o.status for o in outcomes} == {ka.Status.SUCCEEDED}
             assert all(isinstance(o.error, ka.ResultExpired) for o in outcomes)
             assert all(o.files == () for o in outcomes)
         stats = sim.statistics()
@@ -221,7 +221,7 @@ async def test_a_row_whose_request_no_longer_builds_ends_failed_unsent(
             outcomes = {o.key: o async for o in batch}
         stats = sim.statistics()
     assert outcomes["k0"].ok
-    assert outcomes["k1"].status is ka.JobStatus.FAILED
+    assert outcomes["k1"].status is ka.Status.FAILED
     assert isinstance(outcomes["k1"].error, ka.InvalidRequest)
     assert stats.tasks_created == 1
     assert (await _rows(path))["k1"] is JobState.FAILED
