@@ -12,6 +12,9 @@ import pytest
 import kling_async as ka
 from kling_async.testing import FakeKling, MockTransport, VirtualClock
 
+NO_BLOCKING_MODULES = ["kling_async._engine", "kling_async._client", "kling_async.testing"]
+pytestmark = pytest.mark.usefixtures("no_blocking_calls")
+
 PENDING = 4  # max_pending of every batch here
 JOBS = 30  # several times more jobs than the batch holds unsent
 URL = ka.Image.from_url("https://example.invalid/a.png")

@@ -4,13 +4,12 @@ import contextlib
 import logging
 import pathlib
 import random
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
 import attrs
 import pytest
-from blockbuster import BlockBuster, blockbuster_ctx
 
 from kling_async._core.clock import SystemClock, VirtualClock, wait_event_until
 from kling_async._core.config import Backoff, Limits, PollPolicy
@@ -38,14 +37,8 @@ from kling_async._engine._scheduler import RunningMedian
 
 from ._engine_helpers import FakeApi, image, video
 
-ENGINE_MODULES = ["kling_async._engine", "kling_async._core.clock"]
-
-
-@pytest.fixture(autouse=True)
-def no_blocking_calls() -> Iterator[BlockBuster]:
-    """Fail the test if the engine makes a blocking call on the event loop."""
-    with blockbuster_ctx(ENGINE_MODULES) as guard:
-        yield guard
+NO_BLOCKING_MODULES = ["kling_async._engine", "kling_async._core.clock"]
+pytestmark = pytest.mark.usefixtures("no_blocking_calls")
 
 
 FAST = Limits(requests_per_second=None, video_slots=5, image_slots=9)

@@ -6,7 +6,6 @@ from collections.abc import Iterator
 
 import anyio
 import pytest
-from blockbuster import BlockBuster, blockbuster_ctx
 
 from kling_async._client import Client
 from kling_async._core.config import Backoff, Limits, PollPolicy, Timeouts
@@ -25,7 +24,7 @@ from kling_async.simulator import (
 
 SCALE = 0.0005  # a 60 s video runs 30 ms
 URLS = (Image.from_url("https://example.com/a.png"), Image.from_url("https://example.com/b.png"))
-ENGINE_MODULES = [
+NO_BLOCKING_MODULES = [
     "kling_async._engine",
     "kling_async._core.clock",
     "kling_async._client",
@@ -33,11 +32,7 @@ ENGINE_MODULES = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def no_blocking_calls() -> Iterator[BlockBuster]:
-    """Fail the test if the engine or the client makes a blocking call on the loop."""
-    with blockbuster_ctx(ENGINE_MODULES) as guard:
-        yield guard
+pytestmark = pytest.mark.usefixtures("no_blocking_calls")
 
 
 def scaled_client(sim: Simulator, *, limits: Limits, read_timeout: float = 0.25) -> Client:

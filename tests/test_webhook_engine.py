@@ -10,7 +10,6 @@ import aiohttp
 import anyio
 import pytest
 from aiohttp import web
-from blockbuster import BlockBuster, blockbuster_ctx
 
 from kling_async._client import Client
 from kling_async._core.clock import VirtualClock
@@ -43,12 +42,12 @@ URLS = (Image.from_url("https://example.com/a.png"), Image.from_url("https://exa
 CALLBACK = "https://hooks.example/kling/token"
 
 
-@pytest.fixture(autouse=True)
-def no_blocking_calls() -> Iterator[BlockBuster]:
-    """Fail the test if the receiver, the engine or the client blocks the loop."""
-    modules = ["kling_async._webhooks.receiver", "kling_async._engine", "kling_async._client"]
-    with blockbuster_ctx(modules) as guard:
-        yield guard
+NO_BLOCKING_MODULES = [
+    "kling_async._webhooks.receiver",
+    "kling_async._engine",
+    "kling_async._client",
+]
+pytestmark = pytest.mark.usefixtures("no_blocking_calls")
 
 
 class RecordingApi(FakeApi):

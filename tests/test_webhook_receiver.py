@@ -32,12 +32,6 @@ FIXTURES = pathlib.Path(__file__).parent / "fixtures" / "api-examples"
 
 
 @pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
-        yield s
-
-
-@pytest.fixture
 def wall() -> WallClock:
     return WallClock()
 

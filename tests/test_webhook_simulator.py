@@ -2,7 +2,6 @@
 
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
 
 import aiohttp
 import anyio
@@ -17,12 +16,6 @@ from tests._simulator_helpers import VIDEO, Api, video_body
 from tests._webhook_helpers import VECTOR_SECRET, Hints, wait_until
 
 TASKS = 12
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
-        yield s
 
 
 def sim_config(callbacks: CallbackConfig) -> SimulatorConfig:
