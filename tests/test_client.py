@@ -12,29 +12,32 @@ import pytest
 from aiohttp import web
 from aioresponses import aioresponses
 
-from kling_async import _client as client_module
-from kling_async._api.profiles import COMETAPI_BASE_URL, CometAPI, Kling
-from kling_async._api.transport import HttpRequest, HttpResponse, MockTransport
-from kling_async._client import Client
-from kling_async._core.config import DEFAULT_TIMEOUTS, Timeouts
-from kling_async._core.errors import (
+from kling_async import (
     AuthenticationError,
+    Client,
+    CometAPI,
     ConnectError,
     ConnectionLost,
+    GeneratedImage,
+    HttpRequest,
+    HttpResponse,
+    Image,
     InvalidRequest,
+    Kind,
+    Kling,
     KlingError,
     MalformedResponse,
-    NotFound,
-    RequestTimeout,
-)
-from kling_async._core.models import (
-    GeneratedImage,
-    Image,
-    Kind,
+    MockTransport,
     MultiImageToImage,
     MultiImageToVideo,
-    TaskStatus,
+    NotFound,
+    RequestTimeout,
+    Timeouts,
 )
+from kling_async import _client as client_module
+from kling_async._api.profiles import COMETAPI_BASE_URL
+from kling_async._core.config import DEFAULT_TIMEOUTS
+from kling_async._core.models import TaskStatus
 from tests._core_helpers import CANARY_KEY, json_response, ok, png_bytes, task_body
 
 URL = Image.from_url("https://example.invalid/a.png")

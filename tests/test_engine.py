@@ -11,10 +11,9 @@ import anyio
 import attrs
 import pytest
 
-from kling_async._core.clock import SystemClock, VirtualClock, wait_event_until
-from kling_async._core.config import Backoff, Limits, PollPolicy
-from kling_async._core.errors import (
+from kling_async import (
     AuthenticationError,
+    Backoff,
     BadRequest,
     BatchStopped,
     ConcurrencyLimited,
@@ -22,15 +21,23 @@ from kling_async._core.errors import (
     ConnectionLost,
     DuplicateExternalId,
     JobTimedOut,
+    Kind,
+    Limits,
     MalformedResponse,
     NotFound,
+    Outcome,
+    PollPolicy,
     RateLimited,
+    Request,
     RequestTimeout,
     ServerError,
+    SystemClock,
     TaskFailed,
+    VirtualClock,
 )
-from kling_async._core.models import Kind, Request, TaskStatus
-from kling_async._engine import Engine, JobStatus, NullStore, Outcome, external_id_for
+from kling_async._core.clock import wait_event_until
+from kling_async._core.models import TaskStatus
+from kling_async._engine import Engine, JobStatus, NullStore, external_id_for
 from kling_async._engine._ids import MAX_EXTERNAL_ID
 from kling_async._engine._limits import RateLimiter, SlotLimiter
 from kling_async._engine._scheduler import RunningMedian

@@ -7,11 +7,21 @@ from collections.abc import Iterator
 import anyio
 import pytest
 
-from kling_async._client import Client
-from kling_async._core.config import Backoff, Limits, PollPolicy, Timeouts
-from kling_async._core.errors import TaskFailed
-from kling_async._core.models import Image, Kind, MultiImageToImage, MultiImageToVideo, Request
-from kling_async._engine import JobStatus, Outcome
+from kling_async import (
+    Backoff,
+    Client,
+    Image,
+    Kind,
+    Limits,
+    MultiImageToImage,
+    MultiImageToVideo,
+    Outcome,
+    PollPolicy,
+    Request,
+    TaskFailed,
+    Timeouts,
+)
+from kling_async._engine import JobStatus
 from kling_async.simulator import (
     Fault,
     FaultKind,

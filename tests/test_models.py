@@ -7,23 +7,23 @@ import attrs
 import pytest
 
 import kling_async as ka
-from kling_async._api.images import encode_image
-from kling_async._core.errors import InvalidRequest
-from kling_async._core.models import (
+from kling_async import (
     Duration,
     DynamicMask,
     Image,
     ImageAspectRatio,
     ImageOrigin,
+    InvalidRequest,
     Kind,
     Mode,
     MultiImageToImage,
     MultiImageToVideo,
     Point,
     Task,
-    TaskStatus,
     VideoAspectRatio,
 )
+from kling_async._api.images import encode_image
+from kling_async._core.models import TaskStatus
 from tests._core_helpers import png_bytes
 
 URL = Image.from_url("https://example.invalid/a.png")

@@ -8,16 +8,8 @@ import json
 import attrs
 import pytest
 
-from kling_async._api.profiles import (
-    COMETAPI_BASE_URL,
-    KLING_BASE_URL,
-    CometAPI,
-    Kling,
-    Profile,
-    check_base_url,
-    mint_jwt,
-)
-from kling_async._core.models import Kind
+from kling_async import CometAPI, Kind, Kling, Profile
+from kling_async._api.profiles import COMETAPI_BASE_URL, KLING_BASE_URL, check_base_url, mint_jwt
 
 
 def _decode(segment: str) -> dict[str, object]:

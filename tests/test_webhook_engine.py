@@ -11,23 +11,27 @@ import anyio
 import pytest
 from aiohttp import web
 
-from kling_async._client import Client
-from kling_async._core.clock import VirtualClock
-from kling_async._core.config import Backoff, Limits, PollPolicy, Timeouts
-from kling_async._core.errors import ServerError
-from kling_async._core.models import (
+from kling_async import (
+    Backoff,
+    Client,
     Image,
     Kind,
+    Limits,
     MultiImageToImage,
     MultiImageToVideo,
+    Outcome,
+    PollPolicy,
+    RejectReason,
     Request,
+    ServerError,
     Task,
-    TaskStatus,
+    Timeouts,
+    VirtualClock,
+    WebhookConfig,
+    WebhookReceiver,
 )
-from kling_async._engine import Engine, JobStatus, Outcome, _scheduler
-from kling_async._webhooks.config import WebhookConfig
-from kling_async._webhooks.receiver import WebhookReceiver
-from kling_async._webhooks.signing import RejectReason
+from kling_async._core.models import TaskStatus
+from kling_async._engine import Engine, JobStatus, _scheduler
 from kling_async.simulator import (
     CallbackConfig,
     LogNormal,
