@@ -267,3 +267,49 @@ async def test_readme_producer_form_with_a_journal(tmp_path: pathlib.Path) -> No
         async for outcome in batch:
             statuses[outcome.key] = outcome.status
     assert statuses == dict.fromkeys(keys("r"), ka.Status.SUCCEEDED)
+
+
+async def test_several_engine_errors_come_out_as_one_flat_group() -> None:
+    """Two failures in the batch's own tasks: one ExceptionGroup holding both, no nesting."""
+
+    async def two_failures(batch: ka.Batch, stack: contextlib.AsyncExitStack) -> None:
+        batch.start_soon(explode, OSError("one"))
+        batch.start_soon(explode, KeyError("two"))
+
+    async def explode(exc: Exception) -> None:
+        raise exc
+
+    async def run(kling: ka.Client) -> None:
+        batch = kling.batch()
+        batch.configure(prepare=two_failures)
+        async with batch:
+            await anyio.sleep(1)
+
+    async with client() as (kling, _):
+        with pytest.raises(ExceptionGroup) as caught:
+            await run(kling)
+    assert sorted(type(e).__name__ for e in caught.value.exceptions) == ["KeyError", "OSError"]
+
+
+async def test_nested_groups_around_one_error_collapse_to_it() -> None:
+    """A lone error wrapped in nested groups by the batch's tasks comes out as itself."""
+
+    async def nested(batch: ka.Batch, stack: contextlib.AsyncExitStack) -> None:
+        batch.start_soon(inner_group)
+
+    async def inner_group() -> None:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(explode)
+
+    async def explode() -> None:
+        raise OSError("deep")
+
+    async def run(kling: ka.Client) -> None:
+        batch = kling.batch()
+        batch.configure(prepare=nested)
+        async with batch:
+            await anyio.sleep(1)
+
+    async with client() as (kling, _):
+        with pytest.raises(OSError, match="deep"):
+            await run(kling)
