@@ -48,3 +48,15 @@ async def test_fake_kling_refuses_a_reused_external_id() -> None:
         assert (await kling.tasks.get("once")).task_id == first.task_id
         anonymous = await kling.tasks.create(ka.MultiImageToVideo(images=[URL, URL]))
         assert anonymous.external_task_id is None
+
+
+async def test_errors_inside_a_virtual_clock_come_out_as_themselves() -> None:
+    """An error raised inside `async with VirtualClock()` is not wrapped in an ExceptionGroup."""
+
+    async def fail() -> None:
+        async with testing.VirtualClock() as clock:
+            await clock.sleep(5)
+            raise KeyError("mine")
+
+    with pytest.raises(KeyError, match="mine"):
+        await fail()
