@@ -62,7 +62,7 @@ def test_public_names_still_pickle() -> None:
         assert type(pickle.loads(pickle.dumps(value))) is type(value)
 
 
-@pytest.mark.parametrize("package", ["kling_async", "kling_async.simulator"])
+@pytest.mark.parametrize("package", ["kling_async", "kling_async.simulator", "kling_async.testing"])
 def test_subpackage_all_lists_importable_names(package: str) -> None:
     """A public (sub)package's __all__ names only things it really has."""
     module = importlib.import_module(package)
