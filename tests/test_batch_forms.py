@@ -2,6 +2,7 @@
 
 import asyncio
 import contextlib
+import gc
 import pathlib
 from collections.abc import AsyncIterator
 
@@ -313,3 +314,14 @@ async def test_nested_groups_around_one_error_collapse_to_it() -> None:
     async with client() as (kling, _):
         with pytest.raises(OSError, match="deep"):
             await run(kling)
+
+
+async def test_a_dropped_open_producer_does_not_hang_the_loop() -> None:
+    """A feed() coroutine that is never run closes its handle when dropped: the loop ends."""
+    async with client() as (kling, _), kling.batch(max_pending=PENDING) as batch:
+        await batch.submit(video(), key="only")
+        never_run = batch.feed([("lost", video())])
+        never_run.close()
+        del never_run
+        gc.collect()
+        assert [o.key async for o in batch] == ["only"]

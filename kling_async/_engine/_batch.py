@@ -634,6 +634,12 @@ class BatchProducer:
             self._open = False
             self._batch._close_input()
 
+    def __del__(self) -> None:
+        # A handle dropped open (e.g. ``batch.feed(jobs)`` never awaited) must not keep the
+        # outcome loop waiting forever.
+        if getattr(self, "_open", False):
+            self.close()
+
     async def aclose(self) -> None:
         """End this producer's input (idempotent)."""
         self.close()
