@@ -112,7 +112,7 @@ class Batch:
         self._reason: KlingError | None = None
         self._closed = False
         self._inputs = 0  # open producer handles (and internal feeders)
-        self._submitting = 0  # submit() calls under way
+        self._submits = 0  # submit() calls under way
         self._ended = False  # the outcome stream has ended
         self._entered = False
         self._detached = False
@@ -122,6 +122,7 @@ class Batch:
         self._prepare = prepare
         self._stack = contextlib.AsyncExitStack()
         self._journaled: set[str] = set()
+        self._owner = _JobOwner(self)
 
     # -- lifetime ---------------------------------------------------------------------------
 
@@ -208,7 +209,7 @@ class Batch:
                 job.move(Phase.ENDED)
                 job.delivered = True
                 stopped = BatchStopped(self._reason or left, job_key=job.key)
-                await self.finished(
+                await self._finished(
                     job,
                     job.outcome(JobStatus.STOPPED, self._engine.clock.wall(), error=stopped),
                 )
@@ -230,7 +231,7 @@ class Batch:
             RuntimeError: The outcome loop has ended, or the batch was left.
         """
         self._check_submittable()
-        self._submitting += 1
+        self._submits += 1
         try:
             if key in self._journaled:
                 # Known from the journal: the same request again is a no-op (the store
@@ -241,7 +242,7 @@ class Batch:
                 return
             await self._submit(request, key)
         finally:
-            self._submitting -= 1
+            self._submits -= 1
             self._notify()
 
     async def _submit(self, request: Request, key: str) -> None:
@@ -312,7 +313,7 @@ class Batch:
             kind=request.kind,
             slots=request.slots,
             external_id=external_id or external_id_for(self.batch_id, key),
-            owner=self,
+            owner=self._owner,
             queued_at=clock.wall(),
             deadline=None if self._deadline is None else clock.now() + self._deadline,
         )
@@ -423,7 +424,7 @@ class Batch:
             if self._outcomes:
                 return self._outcomes.popleft()
             if self._detached or (
-                not self._inputs and not self._submitting and self._delivered >= self._accepted
+                not self._inputs and not self._submits and self._delivered >= self._accepted
             ):
                 self._ended = True
                 raise StopAsyncIteration
@@ -478,21 +479,21 @@ class Batch:
         job.move(Phase.ENDED)
         job.delivered = True
         stopped = BatchStopped(self._reason, job_key=job.key)
-        await self.finished(
+        await self._finished(
             job, job.outcome(JobStatus.STOPPED, self._engine.clock.wall(), error=stopped)
         )
 
-    # -- JobOwner ---------------------------------------------------------------------------
+    # -- the jobs' owner (called by the lane and the scheduler through _JobOwner) -------------
 
-    def count_request(self, what: str) -> None:
+    def _count_request(self, what: str) -> None:
         """Count one request made for this batch."""
         self._requests[what] += 1
 
-    def count_retry(self) -> None:
+    def _count_retry(self) -> None:
         """Count one retried request."""
         self._retries += 1
 
-    def phase_changed(self, job: Job, old: Phase, new: Phase) -> None:
+    def _phase_changed(self, job: Job, old: Phase, new: Phase) -> None:
         """Keep the phase counters and the pending room up to date."""
         if job.delivered:
             return  # a timed-out job whose task still runs: already counted as ended
@@ -503,17 +504,17 @@ class Batch:
             self._unsent.discard(job)
             self._room.release()
 
-    async def submitting(self, job: Job) -> None:
+    async def _submitting(self, job: Job) -> None:
         """Write SUBMITTING before the create."""
         await self._store.submitting(job.key, job.external_id)
 
-    async def submitted(self, job: Job) -> None:
+    async def _submitted(self, job: Job) -> None:
         """Write SUBMITTED with the task id."""
         assert job.task_id is not None
         if not self._detached:
             await self._store.submitted(job.key, job.task_id)
 
-    async def finished(self, job: Job, outcome: Outcome) -> None:
+    async def _finished(self, job: Job, outcome: Outcome) -> None:
         """Record the job's end and keep its outcome until read."""
         if self._detached:
             return
@@ -552,7 +553,7 @@ class Batch:
         """The error that opened this batch's circuit, if any."""
         return self._reason
 
-    def open_circuit(self, reason: KlingError) -> None:
+    def _open_circuit(self, reason: KlingError) -> None:
         """Stop sending creates: pending jobs will end STOPPED; running tasks are still polled."""
         if self._reason is not None:
             return
@@ -570,6 +571,20 @@ class Batch:
         for scope in self._admitting.values():
             if scope is not None:
                 scope.cancel()
+
+
+class _JobOwner:
+    """The batch as its jobs see it (the engine's ``JobOwner``), kept out of its public face."""
+
+    def __init__(self, batch: Batch) -> None:
+        self.count_request = batch._count_request
+        self.count_retry = batch._count_retry
+        self.phase_changed = batch._phase_changed
+        self.submitting = batch._submitting
+        self.submitted = batch._submitted
+        self.finished = batch._finished
+        self.stop_reason = batch.stop_reason
+        self.open_circuit = batch._open_circuit
 
 
 class BatchProducer:
