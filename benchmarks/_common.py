@@ -66,12 +66,18 @@ class TimedClient(Client):
 
     created: list[tuple[float, int]]
 
-    async def create_task(self, request: Request, **kw: Any) -> Task:
-        """Create, and remember (receive wall time, server created_at)."""
-        task = await super().create_task(request, **kw)
-        if task.created_at is not None:
-            self.created.append((time.time(), task.created_at))
-        return task
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        create = self.tasks.create
+
+        async def timed_create(request: Request, **kw: Any) -> Task:
+            """Create, and remember (receive wall time, server created_at)."""
+            task = await create(request, **kw)
+            if task.created_at is not None:
+                self.created.append((time.time(), task.created_at))
+            return task
+
+        self.tasks.create = timed_create  # type: ignore[method-assign]
 
 
 def workload(count: int) -> Iterator[tuple[str, Request]]:

@@ -160,14 +160,14 @@ async def run_naive(
         async with semaphores[request.kind]:
             while True:
                 try:
-                    task = await client.create_task(request, external_task_id=f"naive-{key}")
+                    task = await client.tasks.create(request, external_task_id=f"naive-{key}")
                     break
                 except KlingError:
                     await asyncio.sleep(every)
             while not task.status.is_terminal:
                 await asyncio.sleep(every)
                 with contextlib.suppress(KlingError):
-                    task = await client.get_task(request.kind, task.task_id)
+                    task = await client.tasks.get(task.task_id)
         finished.append((request.kind, task, time.time()))
         probe.add(-1)
 
@@ -230,6 +230,7 @@ async def measure(profile: Profile, client_name: str, loop_name: str) -> Result:
             poll=poll,
             backoff=Backoff().scaled(profile.scale),
             webhook=WEBHOOK if client_name == "engine+webhook" else None,
+            server_time_scale=profile.scale,
         )
         client.created = []
         finished: list[Finished] = []

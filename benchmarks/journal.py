@@ -151,6 +151,7 @@ async def batch_table(jobs: int) -> None:
                 ),
                 backoff=Backoff().scaled(scale * 20),
                 poll=PollPolicy(expected_video=60, expected_image=15).scaled(scale),
+                server_time_scale=scale,
             )
             wall0, cpu0 = time.perf_counter(), time.process_time()
             async with client:

@@ -71,6 +71,7 @@ async def measure(mode: str, jobs: int, scale: float, slots: int | None) -> Row:
                 max_image_slots=slots or jobs,
             ),
             poll=PollPolicy(expected_video=60, expected_image=15).scaled(scale),
+            server_time_scale=scale,
             webhook=webhook,
         )
         client.created = []

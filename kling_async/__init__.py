@@ -4,6 +4,8 @@ Everything public is re-exported here; implementation modules are private. The l
 server lives in the public subpackage :mod:`kling_async.simulator`.
 """
 
+import types as _types
+
 from ._api.images import validate_request as validate_request
 from ._api.profiles import COMETAPI_RULES as COMETAPI_RULES
 from ._api.profiles import KLING_RULES as KLING_RULES
@@ -18,6 +20,7 @@ from ._api.transport import HttpResponse as HttpResponse
 from ._api.transport import MockTransport as MockTransport
 from ._api.transport import Transport as Transport
 from ._client import Client as Client
+from ._client import Tasks as Tasks
 from ._core.clock import Clock as Clock
 from ._core.clock import SystemClock as SystemClock
 from ._core.clock import VirtualClock as VirtualClock
@@ -61,23 +64,23 @@ from ._core.models import MultiImageToImage as MultiImageToImage
 from ._core.models import MultiImageToVideo as MultiImageToVideo
 from ._core.models import Point as Point
 from ._core.models import Request as Request
+from ._core.models import Status as Status
 from ._core.models import Task as Task
-from ._core.models import TaskStatus as TaskStatus
 from ._core.models import Video as Video
 from ._core.models import VideoAspectRatio as VideoAspectRatio
 from ._durable.downloads import Downloader as Downloader
 from ._durable.downloads import DownloadStatistics as DownloadStatistics
 from ._durable.downloads import UnsafeKey as UnsafeKey
-from ._durable.records import JobState as JobState
 from ._durable.records import JournalConflict as JournalConflict
 from ._durable.records import JournalError as JournalError
 from ._durable.sqlite import SqliteJournal as SqliteJournal
 from ._durable.store import JobStore as JobStore
 from ._durable.store import MemoryStore as MemoryStore
 from ._engine import Batch as Batch
+from ._engine import BatchProducer as BatchProducer
 from ._engine import BatchStatistics as BatchStatistics
+from ._engine import BatchStore as BatchStore
 from ._engine import EngineStatistics as EngineStatistics
-from ._engine import JobStatus as JobStatus
 from ._engine import Outcome as Outcome
 from ._webhooks.config import WebhookConfig as WebhookConfig
 from ._webhooks.receiver import WebhookReceiver as WebhookReceiver
@@ -99,8 +102,10 @@ __all__ = [
     "Backoff",
     "BadRequest",
     "Batch",
+    "BatchProducer",
     "BatchStatistics",
     "BatchStopped",
+    "BatchStore",
     "Client",
     "Clock",
     "CometAPI",
@@ -121,8 +126,6 @@ __all__ = [
     "ImageAspectRatio",
     "ImageOrigin",
     "InvalidRequest",
-    "JobState",
-    "JobStatus",
     "JobStore",
     "JobTimedOut",
     "JournalConflict",
@@ -154,10 +157,11 @@ __all__ = [
     "Scope",
     "ServerError",
     "SqliteJournal",
+    "Status",
     "SystemClock",
     "Task",
     "TaskFailed",
-    "TaskStatus",
+    "Tasks",
     "Timeouts",
     "Transport",
     "TransportError",
@@ -173,3 +177,19 @@ __all__ = [
     "WebhookVerifier",
     "validate_request",
 ]
+
+
+def _present_as_public() -> None:
+    """Show public names as ``kling_async.X`` in help() and tracebacks (as httpx does).
+
+    Implementation modules stay private; pickling still works, since each name is
+    importable from the package root.
+    """
+    namespace = globals()
+    for name in __all__:
+        value = namespace[name]
+        if isinstance(value, type | _types.FunctionType):
+            value.__module__ = __name__
+
+
+_present_as_public()

@@ -1,11 +1,13 @@
 """The Client: one HTTP call per method, typed results or typed errors."""
 
+import collections
 import enum
 import functools
 import json
 import logging
 import os
 import time
+from types import TracebackType
 from typing import Any, Final, Self
 
 import anyio.to_thread
@@ -27,7 +29,6 @@ from ._core.config import (
     Timeouts,
 )
 from ._core.errors import AuthenticationError, KlingError, TransportError
-from ._core.lifetime import AsyncClosing
 from ._core.models import (
     ImageOrigin,
     Kind,
@@ -41,10 +42,12 @@ from ._engine import Batch, BatchStore, Engine, EngineStatistics
 from ._webhooks.config import WebhookConfig
 from ._webhooks.receiver import WebhookReceiver, WebhookSubscription
 
-__all__ = ["Client"]
+__all__ = ["Client", "Tasks"]
 
 MAX_PAGE: Final = 1000
 MAX_PAGE_SIZE: Final = 500
+MAX_REMEMBERED: Final = 100_000
+"""Task ids whose kind a client remembers (oldest forgotten first)."""
 _REMINT_CODES: Final = frozenset({1003, 1004})
 
 
@@ -54,11 +57,12 @@ class _State(enum.Enum):
     CLOSED = "closed"
 
 
-class Client(AsyncClosing):
+class Client:
     """An async client of Kling multi-image generation (CometAPI by default).
 
-    Use it as ``async with Client() as kling:``. Each method below is exactly one HTTP
-    call and returns a typed result or raises a :class:`~kling_async.KlingError`.
+    Use it as ``async with Client() as kling:``. ``generate`` runs one job to its end,
+    ``batch`` many; ``tasks`` holds the raw calls (one HTTP call each, a typed result or a
+    :class:`~kling_async.KlingError`).
 
     Args:
         api_key: The key; by default the profile reads it from the environment
@@ -82,6 +86,8 @@ class Client(AsyncClosing):
             (``profile.rules``) before sending. False sends a request past a rule the
             server may have relaxed, logging a warning for each rule it breaks; the
             bounds every profile shares and the image rules are still checked.
+        server_time_scale: Client seconds per server second, for run times read from the
+            server's timestamps (1 except against a time-scaled simulator).
 
     Raises:
         ValueError: No key found, or a bad ``base_url``.
@@ -101,6 +107,7 @@ class Client(AsyncClosing):
         clock: Clock | None = None,
         webhook: WebhookConfig | WebhookReceiver | None = None,
         strict_rules: bool = True,
+        server_time_scale: float = 1.0,
     ) -> None:
         if profile is None:
             profile = CometAPI(api_key)
@@ -125,7 +132,15 @@ class Client(AsyncClosing):
         self._transport: Transport | None = transport
         self._aiohttp: AiohttpTransport | None = None
         self._state = _State.UNOPENED
-        self._engine = Engine(self, limits=limits, backoff=backoff, poll=poll, clock=clock)
+        self._tasks = Tasks(self)
+        self._engine = Engine(
+            _EngineCalls(self),
+            limits=limits,
+            backoff=backoff,
+            poll=poll,
+            clock=clock,
+            server_time_scale=server_time_scale,
+        )
         self._webhook: WebhookReceiver | None
         if isinstance(webhook, WebhookConfig):
             self._webhook = WebhookReceiver(webhook, now=self._engine.clock.wall)
@@ -135,6 +150,14 @@ class Client(AsyncClosing):
             self._owns_webhook = False
         self._subscription: WebhookSubscription | None = None
 
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()  # the package's one way out (as AsyncClosing, not shown in help)
+
     def __repr__(self) -> str:
         return f"Client(profile={self._profile!r}, state={self._state.value})"
 
@@ -142,6 +165,11 @@ class Client(AsyncClosing):
     def profile(self) -> Profile:
         """The routes and auth in use."""
         return self._profile
+
+    @property
+    def tasks(self) -> "Tasks":
+        """The raw task calls: ``create``, ``get`` (by id) and ``list``, one HTTP call each."""
+        return self._tasks
 
     @property
     def timeouts(self) -> Timeouts:
@@ -167,7 +195,12 @@ class Client(AsyncClosing):
                 if self._owns_webhook:
                     await self._webhook.__aenter__()
                 self._subscription = self._webhook.subscribe(self._engine.hint)
-                self._engine.use_webhooks(self._subscription.callback_url)
+                config = self._webhook.config
+                self._engine.use_webhooks(
+                    self._subscription.callback_url,
+                    poll_interval=config.poll_interval,
+                    poll_grace=config.poll_grace,
+                )
         except BaseException:
             await self.aclose()
             raise
@@ -258,116 +291,6 @@ class Client(AsyncClosing):
             )
         return data
 
-    async def create_task(
-        self,
-        request: Request,
-        *,
-        external_task_id: str | None = None,
-        callback_url: str | None = None,
-    ) -> Task:
-        """Validate ``request`` locally, then create its task (one POST).
-
-        Args:
-            request: A :class:`MultiImageToVideo` or :class:`MultiImageToImage`.
-            external_task_id: Overrides the request's ``external_task_id``.
-            callback_url: Overrides the request's ``callback_url``.
-
-        Raises:
-            InvalidRequest: A rule is broken (no request was sent).
-            KlingError: The typed error of the answer or of the connection.
-        """
-        if not isinstance(request, MultiImageToVideo | MultiImageToImage):
-            raise TypeError(f"expected a request model, got {type(request).__name__}")
-        changes: dict[str, Any] = {}
-        if external_task_id is not None:
-            changes["external_task_id"] = external_task_id
-        if callback_url is not None:
-            changes["callback_url"] = callback_url
-        if changes:
-            request = attrs.evolve(request, **changes)
-        await check_request(request, self._profile.rules, strict=self._strict_rules)
-        wire = await request_to_wire(request, scene_image_field=self._profile.scene_image_field)
-        if _is_large(request):
-            body = await anyio.to_thread.run_sync(_dump, wire)
-        else:
-            body = _dump(wire)
-        data = await self._call(
-            "POST",
-            self._profile.create_url(request.kind),
-            endpoint="create",
-            kind=request.kind,
-            body=body,
-        )
-        return parse_task(data)
-
-    async def create_video_task(
-        self,
-        request: MultiImageToVideo,
-        *,
-        external_task_id: str | None = None,
-        callback_url: str | None = None,
-    ) -> Task:
-        """Create a multi-image-to-video task; see :meth:`create_task`."""
-        if not isinstance(request, MultiImageToVideo):
-            raise TypeError(f"expected MultiImageToVideo, got {type(request).__name__}")
-        return await self.create_task(
-            request, external_task_id=external_task_id, callback_url=callback_url
-        )
-
-    async def create_image_task(
-        self,
-        request: MultiImageToImage,
-        *,
-        external_task_id: str | None = None,
-        callback_url: str | None = None,
-    ) -> Task:
-        """Create a multi-image-to-image task; see :meth:`create_task`."""
-        if not isinstance(request, MultiImageToImage):
-            raise TypeError(f"expected MultiImageToImage, got {type(request).__name__}")
-        return await self.create_task(
-            request, external_task_id=external_task_id, callback_url=callback_url
-        )
-
-    async def get_task(self, kind: Kind, task_id: str) -> Task:
-        """Query one task by its task id or its external task id (one GET).
-
-        Raises:
-            NotFound: No such task (a definite answer: it does not exist).
-            KlingError: Any other typed error.
-        """
-        kind = Kind(kind)
-        if not task_id:
-            raise ValueError("task_id must not be empty")
-        data = await self._call(
-            "GET",
-            self._profile.task_url(kind, task_id),
-            endpoint="query",
-            kind=kind,
-            task_id=task_id,
-        )
-        try:
-            return parse_task(data)
-        except TransportError as exc:
-            exc.task_id = task_id
-            raise
-
-    async def list_tasks(self, kind: Kind, page: int = 1, page_size: int = 30) -> list[Task]:
-        """One page of the account's tasks of ``kind`` (one GET; a short page is the last).
-
-        Raises:
-            ValueError: ``page`` outside 1..1000 or ``page_size`` outside 1..500.
-            KlingError: The typed error of the answer (404/405: no list endpoint).
-        """
-        kind = Kind(kind)
-        if not 1 <= page <= MAX_PAGE:
-            raise ValueError(f"page must be 1..{MAX_PAGE}, got {page}")
-        if not 1 <= page_size <= MAX_PAGE_SIZE:
-            raise ValueError(f"page_size must be 1..{MAX_PAGE_SIZE}, got {page_size}")
-        data = await self._call(
-            "GET", self._profile.list_url(kind, page, page_size), endpoint="list", kind=kind
-        )
-        return parse_task_list(data)
-
     # --- engine: generate(), batch() and friends (owned by the engine; see _engine/) ---------
 
     async def generate(
@@ -435,6 +358,160 @@ class Client(AsyncClosing):
         return self._engine.statistics()
 
     # --- end of the engine's part -------------------------------------------------------------
+
+
+class Tasks:
+    """The raw task calls of a :class:`Client` (``client.tasks``): each one HTTP call.
+
+    ``create`` validates and creates a task, ``get`` queries one by its id (the kind is
+    remembered for tasks this client created), ``list`` reads one page of the account's
+    tasks. For whole jobs (retries, polling, limits) use ``client.generate`` and
+    ``client.batch``.
+    """
+
+    def __init__(self, client: "Client") -> None:
+        self._client = client
+        self._kinds: collections.OrderedDict[str, Kind] = collections.OrderedDict()
+
+    def __repr__(self) -> str:
+        return f"<Tasks of {self._client!r}>"
+
+    def _remember(self, task_id: str, kind: Kind) -> None:
+        self._kinds[task_id] = kind
+        if len(self._kinds) > MAX_REMEMBERED:
+            self._kinds.popitem(last=False)
+
+    async def create(
+        self,
+        request: Request,
+        *,
+        external_task_id: str | None = None,
+        callback_url: str | None = None,
+    ) -> Task:
+        """Validate ``request`` locally, then create its task (one POST).
+
+        The client remembers the task's kind (by task id and external task id), so
+        :meth:`get` needs no ``kind`` for it.
+
+        Args:
+            request: A :class:`MultiImageToVideo` or :class:`MultiImageToImage`.
+            external_task_id: Overrides the request's ``external_task_id``.
+            callback_url: Overrides the request's ``callback_url``.
+
+        Raises:
+            InvalidRequest: A rule is broken (no request was sent).
+            KlingError: The typed error of the answer or of the connection.
+        """
+        if not isinstance(request, MultiImageToVideo | MultiImageToImage):
+            raise TypeError(f"expected a request model, got {type(request).__name__}")
+        changes: dict[str, Any] = {}
+        if external_task_id is not None:
+            changes["external_task_id"] = external_task_id
+        if callback_url is not None:
+            changes["callback_url"] = callback_url
+        if changes:
+            request = attrs.evolve(request, **changes)
+        await check_request(request, self._client.profile.rules, strict=self._client._strict_rules)
+        wire = await request_to_wire(
+            request, scene_image_field=self._client.profile.scene_image_field
+        )
+        if _is_large(request):
+            body = await anyio.to_thread.run_sync(_dump, wire)
+        else:
+            body = _dump(wire)
+        data = await self._client._call(
+            "POST",
+            self._client.profile.create_url(request.kind),
+            endpoint="create",
+            kind=request.kind,
+            body=body,
+        )
+        task = parse_task(data)
+        self._remember(task.task_id, request.kind)
+        if request.external_task_id is not None:
+            self._remember(request.external_task_id, request.kind)
+        return task
+
+    async def get(self, task_id: str, *, kind: Kind | None = None) -> Task:
+        """Query one task by its task id or its external task id (one GET).
+
+        Args:
+            task_id: The task id, or the external task id it was created with.
+            kind: The task's kind; not needed for a task this client created.
+
+        Raises:
+            ValueError: An empty id, or ``kind`` not given for a task this client did
+                not create.
+            NotFound: No such task (a definite answer: it does not exist).
+            KlingError: Any other typed error.
+        """
+        if not task_id:
+            raise ValueError("task_id must not be empty")
+        if kind is None:
+            kind = self._kinds.get(task_id)
+            if kind is None:
+                raise ValueError(
+                    f"this client did not create task {task_id!r}: "
+                    "pass kind=ka.Kind.VIDEO or kind=ka.Kind.IMAGE"
+                )
+        return await self._get(Kind(kind), task_id)
+
+    async def _get(self, kind: Kind, task_id: str) -> Task:
+        if not task_id:
+            raise ValueError("task_id must not be empty")
+        data = await self._client._call(
+            "GET",
+            self._client.profile.task_url(kind, task_id),
+            endpoint="query",
+            kind=kind,
+            task_id=task_id,
+        )
+        try:
+            return parse_task(data)
+        except TransportError as exc:
+            exc.task_id = task_id
+            raise
+
+    async def list(self, kind: Kind, page: int = 1, page_size: int = 30) -> "list[Task]":
+        """One page of the account's tasks of ``kind`` (one GET; a short page is the last).
+
+        Raises:
+            ValueError: ``page`` outside 1..1000 or ``page_size`` outside 1..500.
+            KlingError: The typed error of the answer (404/405: no list endpoint).
+        """
+        kind = Kind(kind)
+        if not 1 <= page <= MAX_PAGE:
+            raise ValueError(f"page must be 1..{MAX_PAGE}, got {page}")
+        if not 1 <= page_size <= MAX_PAGE_SIZE:
+            raise ValueError(f"page_size must be 1..{MAX_PAGE_SIZE}, got {page_size}")
+        data = await self._client._call(
+            "GET", self._client.profile.list_url(kind, page, page_size), endpoint="list", kind=kind
+        )
+        return parse_task_list(data)
+
+
+class _EngineCalls:
+    """The engine's three calls (its ``TaskApi``), through the client's :class:`Tasks`."""
+
+    def __init__(self, client: "Client") -> None:
+        self._client = client
+
+    async def create_task(
+        self,
+        request: Request,
+        *,
+        external_task_id: str | None = None,
+        callback_url: str | None = None,
+    ) -> Task:
+        return await self._client.tasks.create(
+            request, external_task_id=external_task_id, callback_url=callback_url
+        )
+
+    async def get_task(self, kind: Kind, task_id: str) -> Task:
+        return await self._client.tasks._get(kind, task_id)
+
+    async def list_tasks(self, kind: Kind, page: int = 1, page_size: int = 30) -> "list[Task]":
+        return await self._client.tasks.list(kind, page, page_size)
 
 
 def _dump(wire: dict[str, Any]) -> bytes:

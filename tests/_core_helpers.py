@@ -8,7 +8,7 @@ from typing import Any
 
 from PIL import Image as PILImage
 
-from kling_async._api.transport import HttpResponse
+from kling_async import HttpResponse
 
 CANARY_KEY = "sk-CANARY-5f1e2d3c4b5a69788796a5b4c3d2e1f0"
 

@@ -7,24 +7,22 @@ from collections.abc import Callable, Iterator
 import anyio.lowlevel
 import attrs
 
-from kling_async._core.clock import VirtualClock
-from kling_async._core.errors import (
+from kling_async import (
     ConcurrencyLimited,
     DuplicateExternalId,
-    KlingError,
-    NotFound,
-)
-from kling_async._core.models import (
     GeneratedImage,
     Image,
     Kind,
+    KlingError,
     MultiImageToImage,
     MultiImageToVideo,
+    NotFound,
     Request,
     Task,
-    TaskStatus,
     Video,
+    VirtualClock,
 )
+from kling_async._core.models import TaskStatus
 
 URL = "https://example.com/a.png"
 

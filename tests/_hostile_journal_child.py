@@ -30,6 +30,7 @@ def client_for(url: str, api_key: str) -> ka.Client:
         limits=ka.Limits(requests_per_second=None, video_slots=8, max_video_slots=8),
         backoff=ka.Backoff(max_elapsed=3600).scaled(SCALE * 20),
         poll=ka.PollPolicy(expected_video=60, expected_image=15).scaled(SCALE),
+        server_time_scale=SCALE,
     )
 
 

@@ -7,11 +7,19 @@ simulator at SIM_URL; prints ``outcome KEY STATUS`` as each job ends.
 import asyncio
 import sys
 
-from kling_async._client import Client
-from kling_async._core.config import Backoff, Limits, PollPolicy, Timeouts
-from kling_async._core.models import Image, MultiImageToImage, MultiImageToVideo, Request
+from kling_async import (
+    Backoff,
+    Client,
+    Image,
+    Limits,
+    MultiImageToImage,
+    MultiImageToVideo,
+    PollPolicy,
+    Request,
+    SqliteJournal,
+    Timeouts,
+)
 from kling_async._durable.bridge import JournalBatchStore
-from kling_async._durable.sqlite import SqliteJournal
 
 SCALE = 0.002
 URLS = (Image.from_url("https://example.com/a.png"), Image.from_url("https://example.com/b.png"))
@@ -33,6 +41,7 @@ def client_for(url: str, api_key: str) -> Client:
         limits=Limits(requests_per_second=None, max_creates=8, video_slots=20, image_slots=20),
         backoff=Backoff(max_elapsed=3600).scaled(SCALE * 20),
         poll=PollPolicy(expected_video=60, expected_image=15).scaled(SCALE),
+        server_time_scale=SCALE,
     )
 
 

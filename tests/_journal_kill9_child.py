@@ -43,6 +43,7 @@ def client_for(url: str, api_key: str, scale: float) -> ka.Client:
         ),
         backoff=ka.Backoff(max_attempts=30, max_elapsed=3600).scaled(scale * 20),
         poll=ka.PollPolicy(expected_video=60, expected_image=15).scaled(scale),
+        server_time_scale=scale,
     )
 
 

@@ -17,7 +17,7 @@ from rich.console import Console
 
 import kling_async._cli.app as cli_mod
 import kling_async._cli.commands as run_mod
-from kling_async._api.profiles import CometAPI, Kling
+from kling_async import AccountError, CometAPI, Kling, ServerError
 from kling_async._cli.app import main
 from kling_async._cli.commands import (
     EXIT_FAILED,
@@ -29,7 +29,6 @@ from kling_async._cli.commands import (
     settings_path,
 )
 from kling_async._cli.progress import Display
-from kling_async._core.errors import AccountError, ServerError
 from kling_async.simulator import AccountState, Simulator, SimulatorConfig
 
 EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "examples"

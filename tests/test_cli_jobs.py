@@ -8,6 +8,14 @@ import pytest
 from PIL import Image as PILImage
 
 import kling_async._cli.jobs as jobs_mod
+from kling_async import (
+    Duration,
+    ImageAspectRatio,
+    ImageOrigin,
+    Mode,
+    MultiImageToImage,
+    MultiImageToVideo,
+)
 from kling_async._cli.jobs import (
     PROFILE_RULES,
     ImageRef,
@@ -17,14 +25,6 @@ from kling_async._cli.jobs import (
     detect_format,
     load_jobs,
     read_job_file,
-)
-from kling_async._core.models import (
-    Duration,
-    ImageAspectRatio,
-    ImageOrigin,
-    Mode,
-    MultiImageToImage,
-    MultiImageToVideo,
 )
 
 EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "examples"

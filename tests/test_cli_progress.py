@@ -9,6 +9,18 @@ import attrs
 import pytest
 from rich.console import Console
 
+from kling_async import (
+    AccountError,
+    BatchStatistics,
+    BatchStopped,
+    GeneratedImage,
+    InvalidRequest,
+    Kind,
+    Outcome,
+    Task,
+    TaskFailed,
+    Video,
+)
 from kling_async._cli.jobs import JobProblem
 from kling_async._cli.progress import (
     Display,
@@ -31,9 +43,8 @@ from kling_async._cli.results import (
     record_from_outcome,
     total_units,
 )
-from kling_async._core.errors import AccountError, BatchStopped, InvalidRequest, TaskFailed
-from kling_async._core.models import GeneratedImage, Kind, Task, TaskStatus, Video
-from kling_async._engine import BatchStatistics, JobStatus, Outcome
+from kling_async._core.models import TaskStatus
+from kling_async._engine import JobStatus
 
 
 class FakeClock:

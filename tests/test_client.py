@@ -12,29 +12,32 @@ import pytest
 from aiohttp import web
 from aioresponses import aioresponses
 
-from kling_async import _client as client_module
-from kling_async._api.profiles import COMETAPI_BASE_URL, CometAPI, Kling
-from kling_async._api.transport import HttpRequest, HttpResponse, MockTransport
-from kling_async._client import Client
-from kling_async._core.config import DEFAULT_TIMEOUTS, Timeouts
-from kling_async._core.errors import (
+from kling_async import (
     AuthenticationError,
+    Client,
+    CometAPI,
     ConnectError,
     ConnectionLost,
+    GeneratedImage,
+    HttpRequest,
+    HttpResponse,
+    Image,
     InvalidRequest,
+    Kind,
+    Kling,
     KlingError,
     MalformedResponse,
-    NotFound,
-    RequestTimeout,
-)
-from kling_async._core.models import (
-    GeneratedImage,
-    Image,
-    Kind,
+    MockTransport,
     MultiImageToImage,
     MultiImageToVideo,
-    TaskStatus,
+    NotFound,
+    RequestTimeout,
+    Timeouts,
 )
+from kling_async import _client as client_module
+from kling_async._api.profiles import COMETAPI_BASE_URL
+from kling_async._core.config import DEFAULT_TIMEOUTS
+from kling_async._core.models import TaskStatus
 from tests._core_helpers import CANARY_KEY, json_response, ok, png_bytes, task_body
 
 JWT_SECRET = "kling-test-secret-key-0123456789abcdef"  # PyJWT warns under 32 bytes
@@ -81,22 +84,22 @@ async def test_lifetime_rules() -> None:
     """Calls need an open client; a client opens once; aclose is idempotent."""
     client = Client("k")
     with pytest.raises(RuntimeError, match="not open"):
-        await client.get_task(Kind.VIDEO, "1")
+        await client.tasks.get("1", kind=Kind.VIDEO)
     async with client:
         assert "state=open" in repr(client)
         with pytest.raises(RuntimeError, match="opened once"):
             await client.__aenter__()
     await client.aclose()
     with pytest.raises(RuntimeError, match="closed"):
-        await client.get_task(Kind.VIDEO, "1")
+        await client.tasks.get("1", kind=Kind.VIDEO)
 
 
 async def test_injected_transport_needs_no_context() -> None:
     """With a custom transport the client works without async with, and leaves it open."""
     client, transport = _client(lambda r: json_response(200, ok(task_body())))
-    assert (await client.get_task(Kind.VIDEO, "1")).task_id == "861309198188019719"
+    assert (await client.tasks.get("1", kind=Kind.VIDEO)).task_id == "861309198188019719"
     async with client:
-        await client.get_task(Kind.VIDEO, "1")
+        await client.tasks.get("1", kind=Kind.VIDEO)
     assert len(transport.requests) == 2
 
 
@@ -104,9 +107,9 @@ async def test_injected_transport_needs_no_context() -> None:
 
 
 async def test_create_video_task_sends_one_post() -> None:
-    """create_video_task POSTs the wire body with auth and JSON headers, returns the Task."""
+    """tasks.create(video) POSTs the wire body with auth and JSON headers, returns the Task."""
     client, transport = _client(lambda r: json_response(200, ok(task_body())))
-    task = await client.create_video_task(
+    task = await client.tasks.create(
         VIDEO, external_task_id="job-1", callback_url="https://cb.example/h"
     )
     assert task.status is TaskStatus.SUBMITTED
@@ -126,11 +129,11 @@ async def test_create_video_task_sends_one_post() -> None:
 async def test_create_image_task_uses_the_profile_spelling() -> None:
     """The image create goes to the profile's route with its scene field spelling."""
     client, transport = _client(lambda r: json_response(200, ok(task_body())))
-    await client.create_image_task(IMAGE)
+    await client.tasks.create(IMAGE)
     kling, kling_transport = _client(
         lambda r: json_response(200, ok(task_body())), profile=Kling("k")
     )
-    await kling.create_task(IMAGE)
+    await kling.tasks.create(IMAGE)
     comet_body = json.loads(transport.requests[0].body or b"")
     kling_body = json.loads(kling_transport.requests[0].body or b"")
     assert transport.requests[0].url == f"{BASE}/kling/v1/images/generations"
@@ -145,7 +148,7 @@ async def test_local_files_are_read_at_send_time(tmp_path: pathlib.Path) -> None
     path = tmp_path / "a.png"
     request = MultiImageToVideo(images=[Image.from_path(path), URL])
     await anyio.Path(path).write_bytes(png_bytes(400, 400))
-    await client.create_task(request)
+    await client.tasks.create(request)
     body = json.loads(transport.requests[0].body or b"")
     assert body["image_list"][0]["image"].startswith("iVBORw0KGgo")
 
@@ -167,7 +170,7 @@ async def test_only_large_bodies_are_dumped_in_a_thread(
         lambda r: json_response(200, ok(task_body())), profile=Kling(CANARY_KEY)
     )
     mask = Image.from_bytes(png_bytes(400, 400) + b"\0" * padding)
-    await client.create_task(MultiImageToVideo(images=[URL, URL], static_mask=mask))
+    await client.tasks.create(MultiImageToVideo(images=[URL, URL], static_mask=mask))
     assert any(dumped_in_thread) is in_thread
     body = json.loads(transport.requests[0].body or b"")
     assert body["static_mask"].startswith("iVBORw0KGgo")
@@ -178,7 +181,7 @@ async def test_invalid_request_sends_nothing() -> None:
     client, transport = _client(lambda r: json_response(200, ok(task_body())))
     bad = MultiImageToVideo(images=[Image.from_bytes(png_bytes(280, 900)), URL])
     with pytest.raises(InvalidRequest, match=r"image_list\[0\]: 280x900 is below 300 px"):
-        await client.create_task(bad)
+        await client.tasks.create(bad)
     assert transport.requests == []
 
 
@@ -186,11 +189,38 @@ async def test_wrong_request_types() -> None:
     """Passing the wrong model is a TypeError."""
     client, _ = _client(lambda r: json_response(200, ok(task_body())))
     with pytest.raises(TypeError):
-        await client.create_video_task(IMAGE)  # type: ignore[arg-type]
-    with pytest.raises(TypeError):
-        await client.create_image_task(VIDEO)  # type: ignore[arg-type]
-    with pytest.raises(TypeError):
-        await client.create_task("x")  # type: ignore[arg-type]
+        await client.tasks.create("x")  # type: ignore[arg-type]
+
+
+async def test_tasks_get_remembers_the_kind_of_created_tasks() -> None:
+    """tasks.get(id) needs no kind for a task this client created (by id or external id)."""
+    created = task_body("55")
+
+    def answer(request: HttpRequest) -> HttpResponse:
+        return json_response(200, ok(created))
+
+    client, transport = _client(answer)
+    assert "Tasks of Client" in repr(client.tasks)
+    await client.tasks.create(IMAGE, external_task_id="mine-1")
+    await client.tasks.get("55")
+    await client.tasks.get("mine-1")
+    assert [r.url for r in transport.requests[1:]] == [
+        f"{BASE}/kling/v1/images/generations/55",
+        f"{BASE}/kling/v1/images/generations/mine-1",
+    ]
+    with pytest.raises(ValueError, match="did not create task 'other'"):
+        await client.tasks.get("other")
+    await client.tasks.get("other", kind=Kind.VIDEO)
+    assert transport.requests[-1].url == f"{BASE}/kling/v1/videos/multi-image2video/other"
+
+
+def test_remembered_kinds_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The kind memory forgets its oldest ids past MAX_REMEMBERED."""
+    monkeypatch.setattr(client_module, "MAX_REMEMBERED", 2)
+    tasks = Client(CANARY_KEY).tasks
+    for task_id in ("a", "b", "c"):
+        tasks._remember(task_id, Kind.VIDEO)
+    assert list(tasks._kinds) == ["b", "c"]
 
 
 async def test_get_task_by_id_or_external_id() -> None:
@@ -200,24 +230,24 @@ async def test_get_task_by_id_or_external_id() -> None:
         "task_result": {"images": [{"index": 0, "url": "https://r/0.png"}]},
     }
     client, transport = _client(lambda r: json_response(200, ok(body)))
-    task = await client.get_task(Kind.IMAGE, "batch-1/job 2")
+    task = await client.tasks.get("batch-1/job 2", kind=Kind.IMAGE)
     assert task.images == (GeneratedImage(0, "https://r/0.png"),)
     assert transport.requests[0].method == "GET"
     assert transport.requests[0].url == f"{BASE}/kling/v1/images/generations/batch-1%2Fjob%202"
     assert transport.requests[0].body is None
     with pytest.raises(ValueError, match="empty"):
-        await client.get_task(Kind.IMAGE, "")
+        await client.tasks.get("", kind=Kind.IMAGE)
 
 
 async def test_get_task_errors_carry_the_task_id() -> None:
     """A 404 or a malformed task body names the task asked for."""
     client, _ = _client(lambda r: json_response(404, {"code": 1203, "message": "not found"}))
     with pytest.raises(NotFound) as caught:
-        await client.get_task(Kind.VIDEO, "ext-7")
+        await client.tasks.get("ext-7", kind=Kind.VIDEO)
     assert caught.value.task_id == "ext-7"
     broken, _ = _client(lambda r: json_response(200, ok({"task_id": "1"})))
     with pytest.raises(MalformedResponse) as bad:
-        await broken.get_task(Kind.VIDEO, "ext-8")
+        await broken.tasks.get("ext-8", kind=Kind.VIDEO)
     assert bad.value.task_id == "ext-8"
     assert bad.value.path == "$.data.task_status"
 
@@ -230,19 +260,19 @@ async def test_transport_errors_keep_their_own_task_id() -> None:
 
     client, _ = _client(handler)
     with pytest.raises(ConnectError) as caught:
-        await client.get_task(Kind.VIDEO, "asked")
+        await client.tasks.get("asked", kind=Kind.VIDEO)
     assert caught.value.task_id == "from-transport"
 
 
 async def test_list_tasks() -> None:
     """list_tasks GETs one page and returns typed tasks; bounds are checked."""
     client, transport = _client(lambda r: json_response(200, ok([task_body("1"), task_body("2")])))
-    tasks = await client.list_tasks(Kind.VIDEO, page=3, page_size=500)
+    tasks = await client.tasks.list(Kind.VIDEO, page=3, page_size=500)
     assert [task.task_id for task in tasks] == ["1", "2"]
     assert transport.requests[0].url.endswith("multi-image2video?pageNum=3&pageSize=500")
     for page, size in ((0, 10), (1001, 10), (1, 0), (1, 501)):
         with pytest.raises(ValueError, match="must be"):
-            await client.list_tasks(Kind.VIDEO, page, size)
+            await client.tasks.list(Kind.VIDEO, page, size)
 
 
 async def test_jwt_is_reminted_after_1004(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -256,10 +286,10 @@ async def test_jwt_is_reminted_after_1004(monkeypatch: pytest.MonkeyPatch) -> No
     transport = MockTransport(lambda r: answers.pop(0))
     client = Client(profile=Kling(access_key="ak", secret_key=JWT_SECRET), transport=transport)
     with pytest.raises(AuthenticationError):
-        await client.get_task(Kind.VIDEO, "1")
+        await client.tasks.get("1", kind=Kind.VIDEO)
     assert dropped == ["x"]
     with pytest.raises(AuthenticationError):
-        await client.get_task(Kind.VIDEO, "1")
+        await client.tasks.get("1", kind=Kind.VIDEO)
     assert dropped == ["x"]
     assert transport.requests[0].headers["Authorization"].startswith("Bearer ey")
 
@@ -290,9 +320,9 @@ async def test_against_a_local_server() -> None:
     try:
         url = f"http://127.0.0.1:{runner.addresses[0][1]}"
         async with Client("k", base_url=url, timeouts=Timeouts(total=5)) as client:
-            task = await client.get_task(Kind.VIDEO, "77")
+            task = await client.tasks.get("77", kind=Kind.VIDEO)
             with pytest.raises(KlingError) as caught:
-                await client.create_task(VIDEO)
+                await client.tasks.create(VIDEO)
     finally:
         await runner.cleanup()
     assert task.status is TaskStatus.PROCESSING
@@ -312,7 +342,7 @@ async def test_logging_is_structured(caplog: pytest.LogCaptureFixture) -> None:
         lambda r: json_response(429, {"code": 1303, "message": "busy", "request_id": "r-9"})
     )
     with caplog.at_level(logging.DEBUG, logger="kling_async"), pytest.raises(KlingError):
-        await client.get_task(Kind.VIDEO, "t-1")
+        await client.tasks.get("t-1", kind=Kind.VIDEO)
     (record,) = caplog.records
     assert record.name == "kling_async"
     assert (record.endpoint, record.kind, record.task_id) == ("query", "video", "t-1")  # type: ignore[attr-defined]
@@ -320,7 +350,7 @@ async def test_logging_is_structured(caplog: pytest.LogCaptureFixture) -> None:
     caplog.clear()
     ok_client, _ = _client(lambda r: json_response(200, ok(task_body()), {"x-request-id": "z"}))
     with caplog.at_level(logging.DEBUG, logger="kling_async"):
-        await ok_client.get_task(Kind.VIDEO, "t-2")
+        await ok_client.tasks.get("t-2", kind=Kind.VIDEO)
     (record,) = caplog.records
     assert (record.http_status, record.request_id) == (200, "z")  # type: ignore[attr-defined]
 
@@ -394,10 +424,10 @@ async def test_canary_key_never_leaks(
     with caplog.at_level(logging.DEBUG, logger="kling_async"):
         while answers:
             with pytest.raises(KlingError) as caught:
-                await client.get_task(Kind.VIDEO, "t")
+                await client.tasks.get("t", kind=Kind.VIDEO)
             errors.append(caught.value)
         with pytest.raises(InvalidRequest) as invalid:
-            await client.create_task(
+            await client.tasks.create(
                 MultiImageToVideo(images=[Image.from_path(tmp_path / "none.png"), URL])
             )
         errors.append(invalid.value)
@@ -428,7 +458,7 @@ async def test_aiohttp_failures_do_not_leak_the_key(caplog: pytest.LogCaptureFix
             with aioresponses() as mocked, caplog.at_level(logging.DEBUG, "kling_async"):
                 mocked.get(f"{BASE}/kling/v1/videos/multi-image2video/1", exception=exception)
                 with pytest.raises(KlingError) as caught:
-                    await client.get_task(Kind.VIDEO, "1")
+                    await client.tasks.get("1", kind=Kind.VIDEO)
             _assert_clean(caught.value)
             _assert_clean(caught.value.__cause__)
     for record in caplog.records:
@@ -445,7 +475,7 @@ async def test_echoed_token_is_scrubbed() -> None:
     for profile in (CometAPI(CANARY_KEY), Kling(access_key="ak", secret_key=JWT_SECRET)):
         client = Client(profile=profile, transport=MockTransport(handler))
         with pytest.raises(AuthenticationError) as caught:
-            await client.get_task(Kind.VIDEO, "1")
+            await client.tasks.get("1", kind=Kind.VIDEO)
         token = client.profile.authorization().removeprefix("Bearer ")
         assert token not in str(caught.value)
         assert caught.value.message == "bad auth: Bearer ***"

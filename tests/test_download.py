@@ -9,14 +9,9 @@ import aiohttp
 import anyio
 import pytest
 
-from kling_async._core.errors import DownloadError, KlingError, ResultExpired
+from kling_async import Downloader, DownloadError, KlingError, ResultExpired
 from kling_async._durable import downloads as _download
-from kling_async._durable.downloads import (
-    Downloader,
-    _retry_after,
-    result_suffix,
-    url_expiry,
-)
+from kling_async._durable.downloads import _retry_after, result_suffix, url_expiry
 from tests._download_helpers import FileServer, Served, file_server
 
 BODY = bytes(range(256)) * 4099  # ~1 MiB, not a multiple of the chunk size

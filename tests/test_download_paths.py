@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kling_async._durable.downloads import UnsafeKey, file_stem
+from kling_async import UnsafeKey
+from kling_async._durable.downloads import file_stem
 
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
 

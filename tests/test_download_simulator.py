@@ -11,8 +11,8 @@ import anyio
 import pytest
 from PIL import Image as PIL_Image
 
-from kling_async._core.errors import ResultExpired
-from kling_async._durable.downloads import Downloader, url_expiry
+from kling_async import Downloader, ResultExpired
+from kling_async._durable.downloads import url_expiry
 from kling_async.simulator import Fixed, Simulator, SimulatorConfig
 
 IMAGE = "/kling/v1/images/generations"

@@ -4,18 +4,16 @@ import contextlib
 import logging
 import pathlib
 import random
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
 import attrs
 import pytest
-from blockbuster import BlockBuster, blockbuster_ctx
 
-from kling_async._core.clock import SystemClock, VirtualClock, wait_event_until
-from kling_async._core.config import Backoff, Limits, PollPolicy
-from kling_async._core.errors import (
+from kling_async import (
     AuthenticationError,
+    Backoff,
     BadRequest,
     BatchStopped,
     ConcurrencyLimited,
@@ -23,29 +21,31 @@ from kling_async._core.errors import (
     ConnectionLost,
     DuplicateExternalId,
     JobTimedOut,
+    Kind,
+    Limits,
     MalformedResponse,
     NotFound,
+    Outcome,
+    PollPolicy,
     RateLimited,
+    Request,
     RequestTimeout,
     ServerError,
+    SystemClock,
     TaskFailed,
+    VirtualClock,
 )
-from kling_async._core.models import Kind, Request, TaskStatus
-from kling_async._engine import Engine, JobStatus, NullStore, Outcome, external_id_for
+from kling_async._core.clock import wait_event_until
+from kling_async._core.models import TaskStatus
+from kling_async._engine import Engine, JobStatus, NullStore, external_id_for
 from kling_async._engine._ids import MAX_EXTERNAL_ID
 from kling_async._engine._limits import RateLimiter, SlotLimiter
 from kling_async._engine._scheduler import RunningMedian
 
 from ._engine_helpers import FakeApi, image, video
 
-ENGINE_MODULES = ["kling_async._engine", "kling_async._core.clock"]
-
-
-@pytest.fixture(autouse=True)
-def no_blocking_calls() -> Iterator[BlockBuster]:
-    """Fail the test if the engine makes a blocking call on the event loop."""
-    with blockbuster_ctx(ENGINE_MODULES) as guard:
-        yield guard
+NO_BLOCKING_MODULES = ["kling_async._engine", "kling_async._core.clock"]
+pytestmark = pytest.mark.usefixtures("no_blocking_calls")
 
 
 FAST = Limits(requests_per_second=None, video_slots=5, image_slots=9)
@@ -103,6 +103,13 @@ def test_backoff_after_1303_waits_at_least_the_floor() -> None:
     assert 1.0 <= policy.delay(1, concurrency=True, rng=lambda: 0.99) <= 2.0
 
 
+def test_server_time_scale_must_be_positive() -> None:
+    """The server time scale is the client's (not the poll policy's), and must be > 0."""
+    with pytest.raises(ValueError, match="server_time_scale"):
+        Engine(FakeApi(VirtualClock()), server_time_scale=0)
+    assert "time_scale" not in attrs.fields_dict(PollPolicy)
+
+
 def test_policies_scale_every_duration() -> None:
     """scaled(f) multiplies each duration by f and leaves counts alone."""
     backoff = Backoff().scaled(0.01)
@@ -110,7 +117,7 @@ def test_policies_scale_every_duration() -> None:
     assert backoff.max_attempts == Backoff().max_attempts
     poll = PollPolicy().scaled(0.01)
     assert poll.expected_video == pytest.approx(1.2)
-    assert poll.time_scale == pytest.approx(0.01)
+    assert poll.list_interval == pytest.approx(0.02)
 
 
 @pytest.mark.parametrize(
@@ -708,7 +715,7 @@ async def test_feed_accepts_a_plain_iterable_and_keys_must_be_unique() -> None:
             with pytest.raises(ValueError, match="non-empty"):
                 await batch.submit(video(), key="")
             outcomes = {o.key: o for o in [o async for o in batch]}
-            with pytest.raises(RuntimeError, match="closed"):
+            with pytest.raises(RuntimeError, match="loop has ended"):
                 await batch.submit(video(), key="late")
         assert set(outcomes) == {"a", "b"}
         assert outcomes["b"].kind is Kind.IMAGE

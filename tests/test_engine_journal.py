@@ -4,11 +4,8 @@ import pathlib
 
 import pytest
 
-from kling_async._client import Client
-from kling_async._core.config import Backoff, Limits, PollPolicy
-from kling_async._core.models import Image, MultiImageToVideo
+from kling_async import Backoff, Client, Image, Limits, MultiImageToVideo, PollPolicy, SqliteJournal
 from kling_async._durable.records import JobState
-from kling_async._durable.sqlite import SqliteJournal
 from kling_async._engine import JobStatus, NullStore
 from kling_async.simulator import Simulator, SimulatorConfig
 
@@ -24,6 +21,7 @@ def client_for(sim: Simulator) -> Client:
         limits=Limits(requests_per_second=None),
         backoff=Backoff().scaled(SCALE * 20),
         poll=PollPolicy(expected_video=60, expected_image=15).scaled(SCALE),
+        server_time_scale=SCALE,
     )
 
 

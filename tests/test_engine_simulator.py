@@ -6,13 +6,22 @@ from collections.abc import Iterator
 
 import anyio
 import pytest
-from blockbuster import BlockBuster, blockbuster_ctx
 
-from kling_async._client import Client
-from kling_async._core.config import Backoff, Limits, PollPolicy, Timeouts
-from kling_async._core.errors import TaskFailed
-from kling_async._core.models import Image, Kind, MultiImageToImage, MultiImageToVideo, Request
-from kling_async._engine import JobStatus, Outcome
+from kling_async import (
+    Backoff,
+    Client,
+    Image,
+    Kind,
+    Limits,
+    MultiImageToImage,
+    MultiImageToVideo,
+    Outcome,
+    PollPolicy,
+    Request,
+    TaskFailed,
+    Timeouts,
+)
+from kling_async._engine import JobStatus
 from kling_async.simulator import (
     Fault,
     FaultKind,
@@ -25,7 +34,7 @@ from kling_async.simulator import (
 
 SCALE = 0.0005  # a 60 s video runs 30 ms
 URLS = (Image.from_url("https://example.com/a.png"), Image.from_url("https://example.com/b.png"))
-ENGINE_MODULES = [
+NO_BLOCKING_MODULES = [
     "kling_async._engine",
     "kling_async._core.clock",
     "kling_async._client",
@@ -33,11 +42,7 @@ ENGINE_MODULES = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def no_blocking_calls() -> Iterator[BlockBuster]:
-    """Fail the test if the engine or the client makes a blocking call on the loop."""
-    with blockbuster_ctx(ENGINE_MODULES) as guard:
-        yield guard
+pytestmark = pytest.mark.usefixtures("no_blocking_calls")
 
 
 def scaled_client(sim: Simulator, *, limits: Limits, read_timeout: float = 0.25) -> Client:
@@ -49,6 +54,7 @@ def scaled_client(sim: Simulator, *, limits: Limits, read_timeout: float = 0.25)
         limits=limits,
         backoff=Backoff(max_elapsed=3600, retry_after_cap=5).scaled(SCALE * 20),
         poll=PollPolicy(expected_video=60, expected_image=15).scaled(SCALE),
+        server_time_scale=SCALE,
     )
 
 
@@ -182,6 +188,7 @@ async def test_list_polling_against_the_simulator_needs_fewer_requests() -> None
             base_url=sim.url,
             limits=limits,
             poll=PollPolicy(expected_video=60, expected_image=15, use_list=True).scaled(SCALE),
+            server_time_scale=SCALE,
         )
         async with client, client.batch() as batch:
             await batch.feed(jobs(100))

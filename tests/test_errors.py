@@ -4,7 +4,7 @@ import pickle
 
 import pytest
 
-from kling_async._core.errors import (
+from kling_async import (
     AccountError,
     APIError,
     AuthenticationError,
@@ -27,8 +27,8 @@ from kling_async._core.errors import (
     ServerError,
     TaskFailed,
     TransportError,
-    may_have_created,
 )
+from kling_async._core.errors import may_have_created
 
 SCOPES = [
     (AuthenticationError, Scope.BATCH),

@@ -352,4 +352,4 @@ def test_the_cli_exits_1_and_says_the_files_did_not_arrive(
     results = (tmp_path / "out" / "results.jsonl").read_text(encoding="utf-8")
     assert '"status": "download_failed"' in results
     assert '"status": "succeeded"' not in results
-    assert ka.JobStatus.DOWNLOAD_FAILED.value == "download_failed"
+    assert ka.Status.DOWNLOAD_FAILED.value == "download_failed"

@@ -13,17 +13,9 @@ import pytest
 from aiohttp import web
 from aioresponses import aioresponses
 
-from kling_async._api.transport import (
-    AiohttpTransport,
-    HttpRequest,
-    HttpResponse,
-    MockTransport,
-    decode_response,
-    parse_retry_after,
-)
-from kling_async._core.config import Timeouts
-from kling_async._core.errors import (
+from kling_async import (
     AccountError,
+    AiohttpTransport,
     APIError,
     AuthenticationError,
     BadRequest,
@@ -31,8 +23,11 @@ from kling_async._core.errors import (
     ConnectError,
     ConnectionLost,
     DuplicateExternalId,
+    HttpRequest,
+    HttpResponse,
     KlingError,
     MalformedResponse,
+    MockTransport,
     NotFound,
     PermissionDenied,
     PolicyViolation,
@@ -40,7 +35,9 @@ from kling_async._core.errors import (
     RequestTimeout,
     Scope,
     ServerError,
+    Timeouts,
 )
+from kling_async._api.transport import decode_response, parse_retry_after
 from tests._core_helpers import json_response, ok, task_body
 
 # Copies of shared/fixtures/api-examples (the documented bodies), kept with the tests.

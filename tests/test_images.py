@@ -7,6 +7,14 @@ import struct
 import anyio
 import pytest
 
+from kling_async import (
+    DynamicMask,
+    Image,
+    InvalidRequest,
+    MultiImageToImage,
+    MultiImageToVideo,
+    validate_request,
+)
 from kling_async._api.images import (
     MAX_IMAGE_BYTES,
     ImageInfo,
@@ -18,11 +26,8 @@ from kling_async._api.images import (
     read_image_file,
     sniff_image,
     validate_image_bytes,
-    validate_request,
 )
 from kling_async._api.profiles import KLING_RULES
-from kling_async._core.errors import InvalidRequest
-from kling_async._core.models import DynamicMask, Image, MultiImageToImage, MultiImageToVideo
 from tests._core_helpers import jpeg_header, pil_image, png_bytes
 
 GOOD_PNG = png_bytes(400, 400)

@@ -11,19 +11,23 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kling_async._core.errors import DownloadError, TaskFailed
+from kling_async import (
+    DownloadError,
+    JobStore,
+    JournalConflict,
+    JournalError,
+    MemoryStore,
+    SqliteJournal,
+    TaskFailed,
+)
 from kling_async._durable.records import (
     ErrorRecord,
     FileRecord,
     JobRecord,
     JobState,
-    JournalConflict,
-    JournalError,
     ResumePlan,
     fingerprint,
 )
-from kling_async._durable.sqlite import SqliteJournal
-from kling_async._durable.store import JobStore, MemoryStore
 
 RECORD = {"prompt": "two friends", "images": ["/in/a.png", "/in/b.png"], "duration": "5"}
 PRINT = fingerprint(RECORD)

@@ -9,23 +9,25 @@ import anyio
 import attrs
 import pytest
 
-from kling_async._api.wire import request_from_record, request_to_record
-from kling_async._core.errors import (
+from kling_async import (
+    Downloader,
     DownloadError,
-    InvalidRequest,
-    KlingError,
-    ResultExpired,
-    Scope,
-    TaskFailed,
-)
-from kling_async._core.models import (
     GeneratedImage,
     Image,
+    InvalidRequest,
+    JournalConflict,
     Kind,
+    KlingError,
     MultiImageToVideo,
+    Outcome,
+    ResultExpired,
+    Scope,
+    SqliteJournal,
     Task,
-    TaskStatus,
+    TaskFailed,
 )
+from kling_async._api.wire import request_from_record, request_to_record
+from kling_async._core.models import TaskStatus
 from kling_async._durable.bridge import (
     JournalBatchStore,
     download_outcome,
@@ -33,10 +35,8 @@ from kling_async._durable.bridge import (
     outcome_from_row,
     resume_work,
 )
-from kling_async._durable.downloads import Downloader
-from kling_async._durable.records import ErrorRecord, FileRecord, JobState, JournalConflict
-from kling_async._durable.sqlite import SqliteJournal
-from kling_async._engine._outcome import JobStatus, Outcome
+from kling_async._durable.records import ErrorRecord, FileRecord, JobState
+from kling_async._engine._outcome import JobStatus
 from tests._download_helpers import Served, file_server
 
 REQUEST = MultiImageToVideo(

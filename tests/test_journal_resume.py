@@ -9,9 +9,9 @@ import sqlite3
 import pytest
 
 import kling_async as ka
+from kling_async import SqliteJournal
 from kling_async._durable.bridge import JournalBatchStore
 from kling_async._durable.records import JobState
-from kling_async._durable.sqlite import SqliteJournal
 from kling_async.simulator import Simulator, SimulatorConfig
 
 SCALE = 0.0005
@@ -29,6 +29,7 @@ def client_for(sim: Simulator) -> ka.Client:
         limits=ka.Limits(requests_per_second=None),
         backoff=ka.Backoff().scaled(SCALE * 20),
         poll=ka.PollPolicy(expected_video=60, expected_image=15).scaled(SCALE),
+        server_time_scale=SCALE,
     )
 
 
@@ -160,7 +161,7 @@ async def test_an_expired_url_leaves_the_job_to_a_later_resume(tmp_path: pathlib
             async with kling.batch(journal=path, out_dir=out) as batch:
                 outcomes = [o async for o in batch]
             assert sim.statistics().requests_to("file", 403) == served + 2  # retried, refused
-            assert {o.status for o in outcomes} == {ka.JobStatus.DOWNLOAD_FAILED}
+            assert {o.status for o in outcomes} == {ka.Status.DOWNLOAD_FAILED}
             assert all(isinstance(o.error, ka.ResultExpired) for o in outcomes)
             assert all(o.files == () for o in outcomes)
         stats = sim.statistics()
@@ -220,7 +221,7 @@ async def test_a_row_whose_request_no_longer_builds_ends_failed_unsent(
             outcomes = {o.key: o async for o in batch}
         stats = sim.statistics()
     assert outcomes["k0"].ok
-    assert outcomes["k1"].status is ka.JobStatus.FAILED
+    assert outcomes["k1"].status is ka.Status.FAILED
     assert isinstance(outcomes["k1"].error, ka.InvalidRequest)
     assert stats.tasks_created == 1
     assert (await _rows(path))["k1"] is JobState.FAILED

@@ -6,23 +6,24 @@ import anyio
 import attrs
 import pytest
 
-from kling_async._api.images import encode_image
-from kling_async._core.errors import InvalidRequest
-from kling_async._core.models import (
+import kling_async as ka
+from kling_async import (
     Duration,
     DynamicMask,
     Image,
     ImageAspectRatio,
     ImageOrigin,
+    InvalidRequest,
     Kind,
     Mode,
     MultiImageToImage,
     MultiImageToVideo,
     Point,
     Task,
-    TaskStatus,
     VideoAspectRatio,
 )
+from kling_async._api.images import encode_image
+from kling_async._core.models import TaskStatus
 from tests._core_helpers import png_bytes
 
 URL = Image.from_url("https://example.invalid/a.png")
@@ -259,10 +260,13 @@ def test_models_are_frozen_and_evolvable() -> None:
         attrs.evolve(request, n=12)
 
 
-def test_task_status_terminal() -> None:
-    """Only succeed and failed are terminal."""
-    assert [status.is_terminal for status in TaskStatus] == [False, False, True, True]
-    assert TaskStatus("succeed") is TaskStatus.SUCCEEDED
+def test_status_is_one_vocabulary() -> None:
+    """One Status for tasks and jobs: only SUBMITTED and PROCESSING are not terminal."""
+    assert [status.is_terminal for status in ka.Status] == [False, False, *[True] * 5]
+    assert ka.Status("succeed") is ka.Status("succeeded") is ka.Status.SUCCEEDED
+    assert TaskStatus is ka.Status
+    with pytest.raises(ValueError, match="'unknown'"):
+        ka.Status("unknown")
 
 
 def test_task_defaults() -> None:

@@ -11,18 +11,14 @@ import attrs
 import jwt
 import pytest
 
+from kling_async import Client, CometAPI, Image, Kind, Kling, MultiImageToVideo, Profile
 from kling_async._api.profiles import (
     COMETAPI_BASE_URL,
     COMETAPI_RULES,
     KLING_BASE_URL,
-    CometAPI,
-    Kling,
-    Profile,
     check_base_url,
     mint_jwt,
 )
-from kling_async._client import Client
-from kling_async._core.models import Image, Kind, MultiImageToVideo
 from kling_async.simulator import Simulator, SimulatorConfig
 
 # PyJWT warns about HMAC keys under 32 bytes (Kling's secret keys are longer).
@@ -219,5 +215,5 @@ async def test_pyjwt_token_is_accepted_by_the_simulator() -> None:
         profile = Kling(access_key="ak", secret_key=SECRET, base_url=sim.url)
         async with Client(profile=profile) as client:
             url = Image.from_url("https://example.invalid/a.png")
-            task = await client.create_task(MultiImageToVideo(images=[url], prompt="p" * 600))
+            task = await client.tasks.create(MultiImageToVideo(images=[url], prompt="p" * 600))
     assert task.task_id

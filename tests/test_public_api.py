@@ -2,6 +2,9 @@
 
 import importlib
 import inspect
+import pickle
+import pydoc
+import traceback
 import types
 
 import pytest
@@ -36,17 +39,30 @@ def test_nothing_public_is_left_out_of_all() -> None:
     assert public == set(ka.__all__)
 
 
-def test_exported_classes_come_from_private_modules() -> None:
-    """Implementation lives in private modules; the package root only re-exports."""
+def test_exported_names_show_as_public() -> None:
+    """Classes and functions present themselves as kling_async.X (help(), tracebacks)."""
     for name in ka.__all__:
         value = getattr(ka, name)
-        module = getattr(value, "__module__", None)
         if inspect.isclass(value) or inspect.isfunction(value):
-            assert module is not None
-            assert module.split(".")[1].startswith("_"), (name, module)
+            assert value.__module__ == "kling_async", name
 
 
-@pytest.mark.parametrize("package", ["kling_async", "kling_async.simulator"])
+def test_help_and_tracebacks_name_the_package_not_private_modules() -> None:
+    """help(ka.Client) and an error's traceback line speak of kling_async, never kling_async._x."""
+    text = pydoc.render_doc(ka.Client, renderer=pydoc.plaintext)  # type: ignore[attr-defined]
+    assert "in module kling_async\n" in text
+    assert "kling_async._" not in text
+    line = traceback.format_exception_only(ka.NotFound("gone"))[-1]
+    assert line.startswith("kling_async.NotFound: gone")
+
+
+def test_public_names_still_pickle() -> None:
+    """Moving __module__ to the package keeps pickling (names resolve from the root)."""
+    for value in (ka.Kind.VIDEO, ka.Timeouts(connect=3.0), ka.NotFound("gone")):
+        assert type(pickle.loads(pickle.dumps(value))) is type(value)
+
+
+@pytest.mark.parametrize("package", ["kling_async", "kling_async.simulator", "kling_async.testing"])
 def test_subpackage_all_lists_importable_names(package: str) -> None:
     """A public (sub)package's __all__ names only things it really has."""
     module = importlib.import_module(package)

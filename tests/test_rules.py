@@ -178,7 +178,7 @@ async def test_client_checks_the_profile_rules_before_sending() -> None:
     client, transport = _client()
     async with client:
         with pytest.raises(ka.InvalidRequest, match=r"^model_name: 'kling-v2-6' is not documented"):
-            await client.create_task(_video(**PAST_COMETAPI))
+            await client.tasks.create(_video(**PAST_COMETAPI))
     assert transport.requests == []
 
 
@@ -189,7 +189,7 @@ async def test_strict_rules_false_sends_past_the_rules_and_says_so(
     client, transport = _client(strict_rules=False)
     with caplog.at_level(logging.WARNING, logger="kling_async"):
         async with client:
-            await client.create_task(_video(**PAST_COMETAPI))
+            await client.tasks.create(_video(**PAST_COMETAPI))
     assert len(transport.requests) == 1
     warned = [r.getMessage() for r in caplog.records if "strict_rules=False" in r.getMessage()]
     assert len(warned) == 3
@@ -202,7 +202,7 @@ async def test_strict_rules_false_still_checks_the_shared_bounds_and_images() ->
     client, transport = _client(strict_rules=False)
     async with client:
         with pytest.raises(ka.InvalidRequest, match=r"^image_list\[0\]: "):
-            await client.create_task(_video(images=[ka.Image.from_bytes(b"GIF89a....")]))
+            await client.tasks.create(_video(images=[ka.Image.from_bytes(b"GIF89a....")]))
     assert transport.requests == []
 
 
@@ -215,7 +215,7 @@ async def test_a_profile_with_other_rules_sends_without_warnings(
     client, transport = _client(profile=profile)
     with caplog.at_level(logging.WARNING, logger="kling_async"):
         async with client:
-            await client.create_task(_video(model_name="kling-v2-6"))
+            await client.tasks.create(_video(model_name="kling-v2-6"))
     assert len(transport.requests) == 1
     assert not [r for r in caplog.records if "strict_rules" in r.getMessage()]
 
@@ -224,7 +224,7 @@ async def test_kling_client_sends_masks_and_long_prompts() -> None:
     """The Kling profile's rules let masks and a 2,500-character prompt through."""
     client, transport = _client(profile=ka.Kling(CANARY_KEY))
     async with client:
-        await client.create_task(_video(prompt="p" * 2500, static_mask=URL))
+        await client.tasks.create(_video(prompt="p" * 2500, static_mask=URL))
     assert len(transport.requests) == 1
 
 

@@ -8,16 +8,18 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kling_async._core.errors import KlingError
-from kling_async._core.models import TaskStatus
-from kling_async._webhooks.config import WebhookConfig, clean_path
-from kling_async._webhooks.receiver import WebhookReceiver, _parse_delivery, _url_host
-from kling_async._webhooks.signing import (
-    DEFAULT_TOLERANCE,
+from kling_async import (
+    KlingError,
     RejectReason,
+    WebhookConfig,
+    WebhookReceiver,
     WebhookVerificationError,
     WebhookVerifier,
 )
+from kling_async._core.models import TaskStatus
+from kling_async._webhooks.config import clean_path
+from kling_async._webhooks.receiver import _parse_delivery, _url_host
+from kling_async._webhooks.signing import DEFAULT_TOLERANCE
 from tests._webhook_helpers import (
     VECTOR_BODY as BODY,
 )

@@ -10,25 +10,28 @@ import aiohttp
 import anyio
 import pytest
 from aiohttp import web
-from blockbuster import BlockBuster, blockbuster_ctx
 
-from kling_async._client import Client
-from kling_async._core.clock import VirtualClock
-from kling_async._core.config import Backoff, Limits, PollPolicy, Timeouts
-from kling_async._core.errors import ServerError
-from kling_async._core.models import (
+from kling_async import (
+    Backoff,
+    Client,
     Image,
     Kind,
+    Limits,
     MultiImageToImage,
     MultiImageToVideo,
+    Outcome,
+    PollPolicy,
+    RejectReason,
     Request,
+    ServerError,
     Task,
-    TaskStatus,
+    Timeouts,
+    VirtualClock,
+    WebhookConfig,
+    WebhookReceiver,
 )
-from kling_async._engine import Engine, JobStatus, Outcome, _scheduler
-from kling_async._webhooks.config import WebhookConfig
-from kling_async._webhooks.receiver import WebhookReceiver
-from kling_async._webhooks.signing import RejectReason
+from kling_async._core.models import TaskStatus
+from kling_async._engine import Engine, JobStatus, _scheduler
 from kling_async.simulator import (
     CallbackConfig,
     LogNormal,
@@ -43,12 +46,12 @@ URLS = (Image.from_url("https://example.com/a.png"), Image.from_url("https://exa
 CALLBACK = "https://hooks.example/kling/token"
 
 
-@pytest.fixture(autouse=True)
-def no_blocking_calls() -> Iterator[BlockBuster]:
-    """Fail the test if the receiver, the engine or the client blocks the loop."""
-    modules = ["kling_async._webhooks.receiver", "kling_async._engine", "kling_async._client"]
-    with blockbuster_ctx(modules) as guard:
-        yield guard
+NO_BLOCKING_MODULES = [
+    "kling_async._webhooks.receiver",
+    "kling_async._engine",
+    "kling_async._client",
+]
+pytestmark = pytest.mark.usefixtures("no_blocking_calls")
 
 
 class RecordingApi(FakeApi):
@@ -112,9 +115,10 @@ async def test_without_deliveries_polling_resumes_after_the_grace() -> None:
 
 
 async def test_safety_interval_caps_the_covered_wait() -> None:
-    """A covered task is still polled every webhook_interval before its grace runs out."""
-    poll = PollPolicy(expected_video=600, webhook_interval=100, jitter=0.0)
+    """A covered task is still polled every poll_interval before its grace runs out."""
+    poll = PollPolicy(expected_video=600, jitter=0.0)
     async with engine_on(350.0, poll=poll) as (_, fake, engine):
+        engine.use_webhooks(CALLBACK, poll_interval=100)
         await engine.generate(video())
     assert fake.query_times[:3] == pytest.approx([100.0, 200.0, 300.0])
     assert fake.query_times[3] == pytest.approx(400.0)
@@ -265,15 +269,15 @@ async def test_use_webhooks_none_turns_them_off() -> None:
     assert fake.callback_urls == [None]
 
 
-def test_poll_policy_webhook_knobs() -> None:
-    """webhook_interval scales with the policy; both knobs must be positive."""
-    policy = PollPolicy(webhook_interval=300, webhook_grace=1.5)
-    assert policy.scaled(0.01).webhook_interval == pytest.approx(3.0)
-    assert policy.scaled(0.01).webhook_grace == 1.5
-    with pytest.raises(ValueError, match="webhook"):
-        PollPolicy(webhook_interval=0)
-    with pytest.raises(ValueError, match="webhook"):
-        PollPolicy(webhook_grace=-1)
+def test_webhook_poll_knobs_live_in_the_webhook_config() -> None:
+    """poll_interval and poll_grace are WebhookConfig's (default 300 s, 1.5x); both positive."""
+    config = WebhookConfig()
+    assert (config.poll_interval, config.poll_grace) == (300.0, 1.5)
+    assert not hasattr(PollPolicy(), "webhook_interval")
+    with pytest.raises(ValueError, match="poll_interval"):
+        WebhookConfig(poll_interval=0)
+    with pytest.raises(ValueError, match="poll_grace"):
+        WebhookConfig(poll_grace=-1)
 
 
 # -- the client against the simulator --------------------------------------------------------
@@ -287,6 +291,7 @@ def scaled_client(sim: Simulator, webhook: WebhookConfig | WebhookReceiver | Non
         limits=Limits(requests_per_second=None, max_queries=32),
         backoff=Backoff(max_elapsed=3600).scaled(SCALE * 20),
         poll=PollPolicy(expected_video=60, expected_image=15).scaled(SCALE),
+        server_time_scale=SCALE,
         webhook=webhook,
     )
 
@@ -375,7 +380,7 @@ async def test_forged_deliveries_change_no_outcome() -> None:
             seen: set[str] = set()
             while True:
                 for kind in Kind:
-                    for task in await client.list_tasks(kind, 1, 500):
+                    for task in await client.tasks.list(kind, 1, 500):
                         if task.task_id in seen or task.status.is_terminal:
                             continue
                         seen.add(task.task_id)
@@ -391,7 +396,7 @@ async def test_forged_deliveries_change_no_outcome() -> None:
             outcomes = await run_batch(client, 40, "forged")
             tg.cancel_scope.cancel()
         truth = {
-            t.task_id: t.status for kind in Kind for t in await client.list_tasks(kind, 1, 500)
+            t.task_id: t.status for kind in Kind for t in await client.tasks.list(kind, 1, 500)
         }
     assert forged > 0
     assert_each_ends_once_truthfully(outcomes, 40)

@@ -13,10 +13,14 @@ import pytest
 from aiohttp import web
 
 import kling_async._webhooks.receiver as webhook_module
+from kling_async import (
+    RejectReason,
+    WebhookConfig,
+    WebhookReceiver,
+    WebhookStatistics,
+    WebhookVerifier,
+)
 from kling_async._core.models import TaskStatus
-from kling_async._webhooks.config import WebhookConfig
-from kling_async._webhooks.receiver import WebhookReceiver, WebhookStatistics
-from kling_async._webhooks.signing import RejectReason, WebhookVerifier
 from tests._webhook_helpers import (
     VECTOR_BODY,
     VECTOR_SECRET,
@@ -29,12 +33,6 @@ from tests._webhook_helpers import (
 )
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures" / "api-examples"
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
-        yield s
 
 
 @pytest.fixture

@@ -2,27 +2,18 @@
 
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
 
 import aiohttp
 import anyio
 import pytest
 
+from kling_async import RejectReason, WebhookConfig, WebhookReceiver
 from kling_async._core.models import TaskStatus
-from kling_async._webhooks.config import WebhookConfig
-from kling_async._webhooks.receiver import WebhookReceiver
-from kling_async._webhooks.signing import RejectReason
 from kling_async.simulator import CallbackConfig, Fixed, Simulator, SimulatorConfig
 from tests._simulator_helpers import VIDEO, Api, video_body
 from tests._webhook_helpers import VECTOR_SECRET, Hints, wait_until
 
 TASKS = 12
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
-        yield s
 
 
 def sim_config(callbacks: CallbackConfig) -> SimulatorConfig:

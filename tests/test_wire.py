@@ -12,6 +12,24 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from kling_async import (
+    Duration,
+    DynamicMask,
+    GeneratedImage,
+    Image,
+    ImageAspectRatio,
+    InvalidRequest,
+    Kind,
+    MalformedResponse,
+    Mode,
+    MultiImageToImage,
+    MultiImageToVideo,
+    Point,
+    Request,
+    Task,
+    Video,
+    VideoAspectRatio,
+)
 from kling_async._api.wire import (
     KLING_SCENE_FIELD,
     parse_task,
@@ -22,24 +40,7 @@ from kling_async._api.wire import (
     request_to_wire,
     task_to_wire,
 )
-from kling_async._core.errors import InvalidRequest, MalformedResponse
-from kling_async._core.models import (
-    Duration,
-    DynamicMask,
-    GeneratedImage,
-    Image,
-    ImageAspectRatio,
-    Kind,
-    Mode,
-    MultiImageToImage,
-    MultiImageToVideo,
-    Point,
-    Request,
-    Task,
-    TaskStatus,
-    Video,
-    VideoAspectRatio,
-)
+from kling_async._core.models import TaskStatus
 
 # Copies of shared/fixtures/api-examples (the documented bodies), kept with the tests.
 FIXTURES = pathlib.Path(__file__).parent / "fixtures" / "api-examples"

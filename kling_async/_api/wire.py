@@ -280,7 +280,7 @@ def task_to_wire(task: Task) -> dict[str, Any]:
         result["images"] = [converter.unstructure(image) for image in task.images]
     body: dict[str, Any] = {
         "task_id": task.task_id,
-        "task_status": task.status.value,
+        "task_status": "succeed" if task.status is TaskStatus.SUCCEEDED else task.status.value,
         "task_status_msg": task.status_message,
         "task_info": ({"external_task_id": task.external_task_id} if task.external_task_id else {}),
         "task_result": result,

@@ -16,7 +16,6 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, Final
 
 import anyio
-import anyio.lowlevel
 import attrs
 from rich import box
 from rich.console import Console
@@ -272,6 +271,7 @@ def _engine_knobs(settings: RunSettings, scale: float) -> dict[str, Any]:
         "limits": limits,
         "poll": ka.PollPolicy().scaled(scale),
         "backoff": ka.Backoff().scaled(scale),
+        "server_time_scale": scale,
     }
 
 
@@ -393,8 +393,8 @@ class BatchRun:
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(_tick, batch, tracker, self.display, state)
             tasks.start_soon(record_timeline, self.settings.out_dir, self.time_scale, client)
+            # feed() takes its producer handle at this call: the loop waits for its jobs.
             tasks.start_soon(batch.feed, [(job.key, job.request) for job in self.jobs])
-            await anyio.lowlevel.checkpoint()
             async for outcome in batch:
                 record = record_from_outcome(
                     outcome, self.settings.out_dir, time_scale=self.time_scale

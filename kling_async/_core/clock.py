@@ -167,7 +167,15 @@ class VirtualClock:
         if self._tg is not None:
             self._tg.cancel_scope.cancel()
             tg, self._tg = self._tg, None
-            await tg.__aexit__(exc_type, exc, tb)
+            try:
+                await tg.__aexit__(exc_type, exc, tb)
+            except BaseExceptionGroup as group:
+                if exc is None or list(group.exceptions) != [exc]:
+                    raise  # pragma: no cover - the driver task itself never fails
+                # The caller's own error, not wrapped in a group: re-raised as it was.
+            finally:
+                self._wakeup = None
+            return
         self._wakeup = None
 
     def __repr__(self) -> str:

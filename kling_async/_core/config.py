@@ -12,6 +12,8 @@ __all__ = [
     "DEFAULT_LIMITS",
     "DEFAULT_POLL",
     "DEFAULT_TIMEOUTS",
+    "WEBHOOK_POLL_GRACE",
+    "WEBHOOK_POLL_INTERVAL",
     "Backoff",
     "Limits",
     "PollPolicy",
@@ -190,10 +192,8 @@ class PollPolicy:
     +/- ``jitter`` so polls do not come in waves. A task past its job's deadline is
     polled every ``overdue_interval`` until it ends (it still holds its account slot).
 
-    With webhooks on, a task created with the client's ``callback_url`` is polled only
-    every ``webhook_interval`` (a slow safety net: a delivery makes it due at once)
-    until ``webhook_grace`` times the expected run time has passed with the task still
-    running; from then on it is polled at the normal pace.
+    With webhooks on, a task is polled more slowly at first: see
+    :class:`~kling_async.WebhookConfig` (``poll_interval``, ``poll_grace``).
 
     Args:
         expected_video: Prior expected run time of a video task, seconds.
@@ -213,11 +213,6 @@ class PollPolicy:
             the event loop, so large pages lengthen loop stalls (about 0.1 ms per task).
         list_max_pages: Pages read per list poll before missing tasks are queried one by one.
         window: Finished tasks per kind remembered for the running median.
-        time_scale: Client seconds per server second, for run times read from the server's
-            timestamps (1 except against a time-scaled simulator).
-        webhook_interval: With webhooks on, the safety interval between polls, seconds.
-        webhook_grace: With webhooks on, share of the expected run time after which a
-            task that has not ended is polled at the normal pace again.
     """
 
     expected_video: float = attrs.field(default=120.0, validator=_positive)
@@ -234,9 +229,6 @@ class PollPolicy:
     list_page_size: int = attrs.field(default=100, validator=_at_least_one)
     list_max_pages: int = attrs.field(default=20, validator=_at_least_one)
     window: int = attrs.field(default=101, validator=_at_least_one)
-    time_scale: float = attrs.field(default=1.0, validator=_positive)
-    webhook_interval: float = attrs.field(default=300.0, validator=_positive)
-    webhook_grace: float = attrs.field(default=1.5, validator=_positive)
 
     def __attrs_post_init__(self) -> None:
         if self.min_interval > self.max_interval:
@@ -254,10 +246,13 @@ class PollPolicy:
             max_interval=self.max_interval * factor,
             overdue_interval=self.overdue_interval * factor,
             list_interval=self.list_interval * factor,
-            time_scale=self.time_scale * factor,
-            webhook_interval=self.webhook_interval * factor,
         )
 
+
+WEBHOOK_POLL_INTERVAL = 300.0
+"""With webhooks on, the default safety interval between polls of a covered task, seconds."""
+WEBHOOK_POLL_GRACE = 1.5
+"""With webhooks on, the default share of the expected run time a task is covered for."""
 
 DEFAULT_LIMITS = Limits()
 DEFAULT_BACKOFF = Backoff()

@@ -31,6 +31,7 @@ __all__ = [
     "MultiImageToVideo",
     "Point",
     "Request",
+    "Status",
     "Task",
     "TaskStatus",
     "Video",
@@ -61,18 +62,37 @@ class Kind(enum.Enum):
     IMAGE = "image"
 
 
-class TaskStatus(enum.Enum):
-    """Status of a task on the server (``succeed`` is the wire spelling)."""
+class Status(enum.Enum):
+    """The one status vocabulary: where a task stands on the server, and how a job ended.
+
+    A :class:`Task` is SUBMITTED, PROCESSING, SUCCEEDED or FAILED (Kling spells success
+    ``succeed`` on the wire). A job's :class:`Outcome` is SUCCEEDED, FAILED, TIMED_OUT
+    (its deadline passed; the task may still run), STOPPED (the batch stopped before
+    the job was sent) or DOWNLOAD_FAILED (the task succeeded, its files did not arrive).
+    """
 
     SUBMITTED = "submitted"
     PROCESSING = "processing"
-    SUCCEEDED = "succeed"
+    SUCCEEDED = "succeeded"
     FAILED = "failed"
+    TIMED_OUT = "timed_out"
+    STOPPED = "stopped"
+    DOWNLOAD_FAILED = "download_failed"
+    """A job's task succeeded (and was paid for) but its files did not arrive; a resume
+    of the journal downloads them again while the URLs last."""
+
+    @classmethod
+    def _missing_(cls, value: object) -> "Status | None":
+        return cls.SUCCEEDED if value == "succeed" else None  # Kling's wire spelling
 
     @property
     def is_terminal(self) -> bool:
-        """True once the task has ended (succeeded or failed)."""
-        return self in (TaskStatus.SUCCEEDED, TaskStatus.FAILED)
+        """True once the task or job has ended (anything but SUBMITTED and PROCESSING)."""
+        return self not in (Status.SUBMITTED, Status.PROCESSING)
+
+
+TaskStatus = Status
+"""The name the engine and wire code use for a task's :class:`Status`."""
 
 
 class Mode(enum.Enum):

@@ -9,7 +9,6 @@ from typing import Any, Protocol, Self
 
 import anyio
 import anyio.abc
-import anyio.lowlevel
 
 from .._core.clock import Clock
 from .._core.errors import BatchStopped, KlingError, Scope
@@ -20,7 +19,7 @@ from ._lane import Lane
 from ._outcome import BatchStatistics, JobStatus, Outcome
 from ._store import BatchStore, NullStore
 
-__all__ = ["Batch", "BatchHost"]
+__all__ = ["Batch", "BatchHost", "BatchProducer"]
 
 
 class BatchHost(Protocol):
@@ -48,16 +47,27 @@ _STATUS_FIELD = {
 
 
 class Batch:
-    """Many jobs through one client: submit them, then read one outcome per job.
+    """Many jobs through one client: submit them, read one outcome per job as jobs finish.
 
     Use it as an async context manager (``async with client.batch() as batch``).
     :meth:`submit` waits while ``max_pending`` jobs are not yet sent (back-pressure);
-    finished outcomes are kept until read, so submitting everything and only then
-    iterating never deadlocks. ``async for outcome in batch`` yields one
-    :class:`Outcome` per job as jobs finish and never raises for a job's failure; it
-    ends when submissions are closed and every job has ended. Starting to iterate
-    closes submissions, unless a :meth:`feed` runs beside the loop (then they close
-    when it ends).
+    finished outcomes are kept until read, so no way of mixing submits and reads
+    deadlocks. ``async for outcome in batch`` yields one :class:`Outcome` per job and
+    never raises for a job's failure. It ends once no input is open and every job
+    submitted so far has been read:
+
+    - submit everything, then iterate: the end of input is implicit;
+    - a producer task beside the loop (or several): take one :meth:`producer` handle
+      per producer *before* starting its task, and close it when the producer is done
+      (``async with producer:``); input ends when the last open handle closes, as a
+      memory stream ends when its last send clone closes. ``tg.start_soon(batch.feed,
+      jobs)`` does the same for one iterable (it takes its handle at the call);
+    - :meth:`submit` from inside the loop body (follow-up jobs) is always accepted:
+      the loop has not ended while its body runs.
+
+    Once the loop has ended, submitting raises ``RuntimeError``. Errors raised by your
+    own code inside the ``async with`` block come out as themselves; a single error of
+    the batch's own tasks comes out unwrapped (several: one ``ExceptionGroup``).
 
     Leaving the ``async with`` block stops the batch: jobs not yet sent end STOPPED
     (recorded in the store), tasks already running stay counted against the account
@@ -101,8 +111,9 @@ class Batch:
         self._retries = 0
         self._reason: KlingError | None = None
         self._closed = False
-        self._feeding = 0
-        self._iterating = False
+        self._inputs = 0  # open producer handles (and internal feeders)
+        self._submits = 0  # submit() calls under way
+        self._ended = False  # the outcome stream has ended
         self._entered = False
         self._detached = False
         self._tg: anyio.abc.TaskGroup | None = None
@@ -112,6 +123,7 @@ class Batch:
         self._stack = contextlib.AsyncExitStack()
         self._journaled: set[str] = set()
         self._reconcile_new = False
+        self._owner = _JobOwner(self)
 
     # -- lifetime ---------------------------------------------------------------------------
 
@@ -171,7 +183,15 @@ class Batch:
         assert tg is not None
         tg.cancel_scope.cancel()
         try:
-            suppress = await tg.__aexit__(exc_type, exc, tb)
+            try:
+                suppress = await tg.__aexit__(exc_type, exc, tb)
+            except BaseExceptionGroup as group:
+                leaves = _leaves(group, keep=exc)
+                if len(leaves) != 1:
+                    raise
+                if leaves[0] is exc:
+                    return False  # the caller's own error, re-raised as it was
+                raise leaves[0] from None
         finally:
             with anyio.CancelScope(shield=True):
                 try:
@@ -190,7 +210,7 @@ class Batch:
                 job.move(Phase.ENDED)
                 job.delivered = True
                 stopped = BatchStopped(self._reason or left, job_key=job.key)
-                await self.finished(
+                await self._finished(
                     job,
                     job.outcome(JobStatus.STOPPED, self._engine.clock.wall(), error=stopped),
                 )
@@ -204,19 +224,27 @@ class Batch:
             request: The job's request.
             key: The job's key, unique within the batch (part of its external task id).
 
+        Accepted until the outcome loop has ended: before it, beside it (from a task
+        holding a :meth:`producer` handle) and from inside its body.
+
         Raises:
             ValueError: ``key`` is empty or already used in this batch.
-            RuntimeError: Submissions are closed (iteration started, or the batch was left).
+            RuntimeError: The outcome loop has ended, or the batch was left.
         """
         self._check_submittable()
-        if key in self._journaled:
-            # Known from the journal: the same request again is a no-op (the store raises
-            # if the request differs).
-            await self._store.pending(
-                key, request.kind, request, external_id_for(self.batch_id, key)
-            )
-            return
-        await self._submit(request, key)
+        self._submits += 1
+        try:
+            if key in self._journaled:
+                # Known from the journal: the same request again is a no-op (the store
+                # raises if the request differs).
+                await self._store.pending(
+                    key, request.kind, request, external_id_for(self.batch_id, key)
+                )
+                return
+            await self._submit(request, key)
+        finally:
+            self._submits -= 1
+            self._notify()
 
     async def _submit(self, request: Request, key: str) -> None:
         job = self._new_job(key, request)
@@ -239,28 +267,41 @@ class Batch:
         self._queues[job.kind].append(job)
         self._queue_events[job.kind].set()
 
-    async def feed(
-        self, jobs: AsyncIterable[tuple[str, Request]] | Iterable[tuple[str, Request]]
-    ) -> None:
-        """Submit ``(key, request)`` pairs from ``jobs``, beside an ``async for`` reading outcomes.
+    def producer(self) -> "BatchProducer":
+        """Open an input handle for one producer; input ends when every open handle is closed.
 
-        While a feed runs, iteration does not end; submissions close when the last feed
-        ends (if iteration has started).
+        Take it *before* starting the producer's task, so the outcome loop knows more
+        jobs may come however the tasks are scheduled; close it when the producer is
+        done (``async with batch.producer() as producer:`` or ``producer.close()``)::
+
+            async with client.batch() as batch, anyio.create_task_group() as tg:
+                tg.start_soon(produce, batch.producer())  # produce() submits, then closes
+                async for outcome in batch:
+                    ...
+
+        Raises:
+            RuntimeError: The outcome loop has ended, or the batch was left.
         """
-        self._feeding += 1
-        try:
-            self._check_submittable()
-            if isinstance(jobs, AsyncIterable):
-                async for key, request in jobs:
-                    await self.submit(request, key=key)
-            else:
-                for key, request in jobs:
-                    await self.submit(request, key=key)
-        finally:
-            self._feeding -= 1
-            if self._iterating and self._feeding == 0:
-                self._closed = True
-            self._notify()
+        self._check_submittable()
+        return BatchProducer(self)
+
+    def feed(
+        self, jobs: AsyncIterable[tuple[str, Request]] | Iterable[tuple[str, Request]]
+    ) -> Coroutine[Any, Any, None]:
+        """Submit ``(key, request)`` pairs from ``jobs``; one producer, open from this call.
+
+        The producer handle is taken when ``feed`` is called, not when its coroutine first
+        runs, so ``tg.start_soon(batch.feed, jobs)`` (or ``tg.create_task(batch.feed(jobs))``)
+        beside ``async for`` works in any order; await the result (or run it as a task).
+        """
+        return self.producer().feed(jobs)
+
+    def _open_input(self) -> None:
+        self._inputs += 1
+
+    def _close_input(self) -> None:
+        self._inputs -= 1
+        self._notify()
 
     def _new_job(self, key: str, request: Request, external_id: str | None = None) -> Job:
         if not isinstance(key, str) or not key:
@@ -274,7 +315,7 @@ class Batch:
             kind=request.kind,
             slots=request.slots,
             external_id=external_id or external_id_for(self.batch_id, key),
-            owner=self,
+            owner=self._owner,
             queued_at=clock.wall(),
             deadline=None if self._deadline is None else clock.now() + self._deadline,
         )
@@ -328,7 +369,7 @@ class Batch:
         self._check_submittable()
         pending = list(jobs)
         self._journaled.update(key for key, _ in pending)
-        self._feeding += 1
+        self._open_input()
         self.start_soon(self._queue_pending, pending)
 
     async def _queue_pending(self, jobs: list[tuple[str, Request]]) -> None:
@@ -336,10 +377,7 @@ class Batch:
             for key, request in jobs:
                 await self._submit(request, key)
         finally:
-            self._feeding -= 1
-            if self._iterating and self._feeding == 0:
-                self._closed = True
-            self._notify()
+            self._close_input()
 
     async def resume(
         self,
@@ -377,10 +415,15 @@ class Batch:
         self._queue_events[job.kind].set()
 
     def _check_submittable(self) -> None:
+        if self._closed:
+            raise RuntimeError("the batch was left: no more jobs can be submitted")
         if not self._entered or self._tg is None:
             raise RuntimeError("use the batch inside `async with client.batch() as batch:`")
-        if self._closed:
-            raise RuntimeError("submissions to this batch are closed (iteration started)")
+        if self._ended:
+            raise RuntimeError(
+                "the batch's outcome loop has ended: no more jobs can be submitted (a "
+                "producer task beside the loop takes `batch.producer()` before it starts)"
+            )
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -388,18 +431,13 @@ class Batch:
         return self
 
     async def __anext__(self) -> Outcome:
-        if not self._iterating:
-            self._iterating = True
-            # A feed() started beside this loop gets the chance to register first.
-            await anyio.lowlevel.checkpoint()
-            if self._feeding == 0:
-                self._closed = True
         while True:
             if self._outcomes:
                 return self._outcomes.popleft()
-            if self._closed and self._feeding == 0 and self._delivered >= self._accepted:
-                raise StopAsyncIteration
-            if self._detached:
+            if self._detached or (
+                not self._inputs and not self._submits and self._delivered >= self._accepted
+            ):
+                self._ended = True
                 raise StopAsyncIteration
             self._outcome_event = anyio.Event()
             await self._outcome_event.wait()
@@ -452,21 +490,21 @@ class Batch:
         job.move(Phase.ENDED)
         job.delivered = True
         stopped = BatchStopped(self._reason, job_key=job.key)
-        await self.finished(
+        await self._finished(
             job, job.outcome(JobStatus.STOPPED, self._engine.clock.wall(), error=stopped)
         )
 
-    # -- JobOwner ---------------------------------------------------------------------------
+    # -- the jobs' owner (called by the lane and the scheduler through _JobOwner) -------------
 
-    def count_request(self, what: str) -> None:
+    def _count_request(self, what: str) -> None:
         """Count one request made for this batch."""
         self._requests[what] += 1
 
-    def count_retry(self) -> None:
+    def _count_retry(self) -> None:
         """Count one retried request."""
         self._retries += 1
 
-    def phase_changed(self, job: Job, old: Phase, new: Phase) -> None:
+    def _phase_changed(self, job: Job, old: Phase, new: Phase) -> None:
         """Keep the phase counters and the pending room up to date."""
         if job.delivered:
             return  # a timed-out job whose task still runs: already counted as ended
@@ -477,17 +515,17 @@ class Batch:
             self._unsent.discard(job)
             self._room.release()
 
-    async def submitting(self, job: Job) -> None:
+    async def _submitting(self, job: Job) -> None:
         """Write SUBMITTING before the create."""
         await self._store.submitting(job.key, job.external_id)
 
-    async def submitted(self, job: Job) -> None:
+    async def _submitted(self, job: Job) -> None:
         """Write SUBMITTED with the task id."""
         assert job.task_id is not None
         if not self._detached:
             await self._store.submitted(job.key, job.task_id)
 
-    async def finished(self, job: Job, outcome: Outcome) -> None:
+    async def _finished(self, job: Job, outcome: Outcome) -> None:
         """Record the job's end and keep its outcome until read."""
         if self._detached:
             return
@@ -526,7 +564,7 @@ class Batch:
         """The error that opened this batch's circuit, if any."""
         return self._reason
 
-    def open_circuit(self, reason: KlingError) -> None:
+    def _open_circuit(self, reason: KlingError) -> None:
         """Stop sending creates: pending jobs will end STOPPED; running tasks are still polled."""
         if self._reason is not None:
             return
@@ -544,3 +582,103 @@ class Batch:
         for scope in self._admitting.values():
             if scope is not None:
                 scope.cancel()
+
+
+class _JobOwner:
+    """The batch as its jobs see it (the engine's ``JobOwner``), kept out of its public face."""
+
+    def __init__(self, batch: Batch) -> None:
+        self.count_request = batch._count_request
+        self.count_retry = batch._count_retry
+        self.phase_changed = batch._phase_changed
+        self.submitting = batch._submitting
+        self.submitted = batch._submitted
+        self.finished = batch._finished
+        self.stop_reason = batch.stop_reason
+        self.open_circuit = batch._open_circuit
+
+
+class BatchProducer:
+    """One producer's input to a :class:`Batch` (from :meth:`Batch.producer`).
+
+    The batch's outcome loop does not end while a handle is open. Close it when the
+    producer is done: ``async with producer:``, ``await producer.aclose()`` or
+    ``producer.close()`` (idempotent). Several handles may be open at once, one per
+    producer task.
+    """
+
+    def __init__(self, batch: Batch) -> None:
+        self._batch = batch
+        self._open = True
+        batch._open_input()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()  # the package's one way out (as AsyncClosing, not shown in help)
+
+    def __repr__(self) -> str:
+        state = "open" if self._open else "closed"
+        return f"<BatchProducer of batch {self._batch.batch_id!r} ({state})>"
+
+    @property
+    def closed(self) -> bool:
+        """True once this handle is closed."""
+        return not self._open
+
+    async def submit(self, request: Request, *, key: str) -> None:
+        """Submit one job through the batch (see :meth:`Batch.submit`).
+
+        Raises:
+            RuntimeError: This handle is closed.
+        """
+        if not self._open:
+            raise RuntimeError("this producer is closed")
+        await self._batch.submit(request, key=key)
+
+    async def feed(
+        self, jobs: AsyncIterable[tuple[str, Request]] | Iterable[tuple[str, Request]]
+    ) -> None:
+        """Submit every ``(key, request)`` pair of ``jobs``, then close this handle."""
+        async with self:
+            if isinstance(jobs, AsyncIterable):
+                async for key, request in jobs:
+                    await self.submit(request, key=key)
+            else:
+                for key, request in jobs:
+                    await self.submit(request, key=key)
+
+    def close(self) -> None:
+        """End this producer's input (idempotent)."""
+        if self._open:
+            self._open = False
+            self._batch._close_input()
+
+    def __del__(self) -> None:
+        # A handle dropped open (e.g. ``batch.feed(jobs)`` never awaited) must not keep the
+        # outcome loop waiting forever.
+        if getattr(self, "_open", False):
+            self.close()
+
+    async def aclose(self) -> None:
+        """End this producer's input (idempotent)."""
+        self.close()
+
+
+def _leaves(
+    group: BaseExceptionGroup[BaseException], *, keep: BaseException | None
+) -> list[BaseException]:
+    """The exceptions inside ``group``, nested groups flattened (``keep`` is not opened)."""
+    leaves: list[BaseException] = []
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup) and exc is not keep:
+            leaves.extend(_leaves(exc, keep=keep))
+        else:
+            leaves.append(exc)
+    return leaves

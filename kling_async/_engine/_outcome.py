@@ -1,27 +1,18 @@
 """What the engine hands back: one :class:`Outcome` per job, and batch counters."""
 
-import enum
 import pathlib
 from collections.abc import Mapping
 
 import attrs
 
 from .._core.errors import KlingError
-from .._core.models import Kind, Task
+from .._core.models import Kind, Status, Task
 
 __all__ = ["BatchStatistics", "JobStatus", "Outcome"]
 
 
-class JobStatus(enum.Enum):
-    """How a job ended."""
-
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    TIMED_OUT = "timed_out"
-    STOPPED = "stopped"
-    DOWNLOAD_FAILED = "download_failed"
-    """The task succeeded (and was paid for) but its files did not arrive; a resume of the
-    journal downloads them again while the URLs last."""
+JobStatus = Status
+"""The name the engine uses for how a job ended (a :class:`Status`)."""
 
 
 @attrs.frozen(kw_only=True)

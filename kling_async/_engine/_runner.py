@@ -15,6 +15,8 @@ from .._core.config import (
     DEFAULT_BACKOFF,
     DEFAULT_LIMITS,
     DEFAULT_POLL,
+    WEBHOOK_POLL_GRACE,
+    WEBHOOK_POLL_INTERVAL,
     Backoff,
     Limits,
     PollPolicy,
@@ -101,6 +103,8 @@ class Engine(AsyncClosing):
         poll: The poll policy.
         clock: Where time is read and slept.
         seed: Seed of the jitter (None: random).
+        server_time_scale: Client seconds per server second, for run times read from the
+            server's timestamps (1 except against a time-scaled simulator).
     """
 
     def __init__(
@@ -112,7 +116,10 @@ class Engine(AsyncClosing):
         poll: PollPolicy = DEFAULT_POLL,
         clock: Clock | None = None,
         seed: int | None = None,
+        server_time_scale: float = 1.0,
     ) -> None:
+        if not server_time_scale > 0:
+            raise ValueError(f"server_time_scale must be > 0, got {server_time_scale!r}")
         self.clock: Clock = clock if clock is not None else SystemClock()
         self.limits = limits
         self.backoff = backoff
@@ -142,6 +149,7 @@ class Engine(AsyncClosing):
             slots=self.slots,
             rng=rng,
         )
+        self.scheduler.time_scale = server_time_scale
         self.lane = Lane(
             api,
             self.clock,
@@ -287,9 +295,23 @@ class Engine(AsyncClosing):
         """Make a running task due for a poll now; False when no running task has that id."""
         return self.scheduler.refresh(task_id)
 
-    def use_webhooks(self, callback_url: str | None) -> None:
-        """Send ``callback_url`` with every create from now on (None: stop sending one)."""
+    def use_webhooks(
+        self,
+        callback_url: str | None,
+        *,
+        poll_interval: float = WEBHOOK_POLL_INTERVAL,
+        poll_grace: float = WEBHOOK_POLL_GRACE,
+    ) -> None:
+        """Send ``callback_url`` with every create from now on (None: stop sending one).
+
+        Args:
+            callback_url: Where the server delivers status changes.
+            poll_interval: Safety interval between polls of a task deliveries cover.
+            poll_grace: Share of the expected run time a task is covered for.
+        """
         self.lane.callback_url = callback_url
+        self.scheduler.webhook_interval = poll_interval
+        self.scheduler.webhook_grace = poll_grace
 
     def hint(self, task_id: str, status: TaskStatus | None) -> None:
         """A webhook delivery: re-query the task now if it claims to have ended.

@@ -16,7 +16,7 @@ import anyio.lowlevel
 import attrs
 
 from .._core.clock import Clock, wait_event_until
-from .._core.config import PollPolicy
+from .._core.config import WEBHOOK_POLL_GRACE, WEBHOOK_POLL_INTERVAL, PollPolicy
 from .._core.errors import JobTimedOut, KlingError, RateLimited, Scope, TaskFailed
 from .._core.models import Kind, Task, TaskStatus
 from ._job import Job, Phase, TaskApi
@@ -131,6 +131,10 @@ class PollScheduler:
         self._n_queries = 0
         self._n_lists = 0
         self._n_errors = 0
+        # Set by the engine: the client's time scale and the webhook pace (not PollPolicy's).
+        self.time_scale = 1.0
+        self.webhook_interval = WEBHOOK_POLL_INTERVAL
+        self.webhook_grace = WEBHOOK_POLL_GRACE
 
     # -- public -----------------------------------------------------------------------------
 
@@ -422,10 +426,10 @@ class PollScheduler:
         """
         if not job.webhook or job.timed_out:
             return None
-        resume_at = job.submitted_at + self._policy.webhook_grace * self.expected(job.kind)
+        resume_at = job.submitted_at + self.webhook_grace * self.expected(job.kind)
         if now >= resume_at:
             return None
-        return min(self._policy.webhook_interval, resume_at - now)
+        return min(self.webhook_interval, resume_at - now)
 
     def _reschedule(self, job: Job) -> None:
         if job.phase is not Phase.RUNNING:
@@ -455,9 +459,7 @@ class PollScheduler:
             and task.updated_at is not None
             and task.updated_at > task.created_at
         ):
-            self.learn(
-                job.kind, (task.updated_at - task.created_at) / 1000 * self._policy.time_scale
-            )
+            self.learn(job.kind, (task.updated_at - task.created_at) / 1000 * self.time_scale)
         else:
             self.learn(job.kind, (job.last_running_at + now) / 2 - job.submitted_at)
         if task.status is TaskStatus.SUCCEEDED:

@@ -5,6 +5,7 @@ from typing import Final
 
 import attrs
 
+from .._core.config import WEBHOOK_POLL_GRACE, WEBHOOK_POLL_INTERVAL
 from .signing import DEFAULT_TOLERANCE, decode_secret
 
 __all__ = ["DEFAULT_MAX_BODY", "DEFAULT_MAX_RATE", "DEFAULT_RATE_PERIOD", "WebhookConfig"]
@@ -50,7 +51,12 @@ def _check_positive(_: object, attribute: "attrs.Attribute[float]", value: float
 
 @attrs.frozen(kw_only=True)
 class WebhookConfig:
-    """How a :class:`WebhookReceiver` listens and what it accepts.
+    """How a :class:`WebhookReceiver` listens and what it accepts, and how a client polls with it.
+
+    With webhooks on, a task created with the client's ``callback_url`` is polled only
+    every ``poll_interval`` (a slow safety net: a delivery makes it due at once) until
+    ``poll_grace`` times the expected run time has passed with the task still running;
+    from then on it is polled at the normal pace (:class:`~kling_async.PollPolicy`).
 
     Args:
         public_url: the URL the API server can reach that leads to this receiver's
@@ -65,6 +71,9 @@ class WebhookConfig:
         max_body: largest body accepted, in bytes.
         max_rate: deliveries accepted per ``rate_period`` (a token bucket; also the burst).
         rate_period: seconds of the rate window.
+        poll_interval: safety interval between two polls of a task deliveries cover, seconds.
+        poll_grace: share of the expected run time after which a task that has not ended
+            is polled at the normal pace again.
     """
 
     public_url: str | None = attrs.field(default=None, validator=_check_public_url)
@@ -79,6 +88,8 @@ class WebhookConfig:
     max_body: int = attrs.field(default=DEFAULT_MAX_BODY, validator=attrs.validators.gt(0))
     max_rate: float = attrs.field(default=DEFAULT_MAX_RATE, validator=_check_positive)
     rate_period: float = attrs.field(default=DEFAULT_RATE_PERIOD, validator=_check_positive)
+    poll_interval: float = attrs.field(default=WEBHOOK_POLL_INTERVAL, validator=_check_positive)
+    poll_grace: float = attrs.field(default=WEBHOOK_POLL_GRACE, validator=_check_positive)
 
     def __attrs_post_init__(self) -> None:
         clean_path(self.route_path)

@@ -29,13 +29,13 @@ from ._callbacks import sign_webhook as sign_webhook
 from ._config import DEFAULT_API_KEY as DEFAULT_API_KEY
 from ._config import AccountState as AccountState
 from ._config import CallbackConfig as CallbackConfig
-from ._config import Duration as Duration
 from ._config import Fault as Fault
 from ._config import FaultKind as FaultKind
 from ._config import Fixed as Fixed
 from ._config import LogNormal as LogNormal
 from ._config import RateLimit as RateLimit
 from ._config import RateLimitStyle as RateLimitStyle
+from ._config import RunTime as RunTime
 from ._config import SimulatorConfig as SimulatorConfig
 from ._config import Uniform as Uniform
 from ._serve import main as main
@@ -47,13 +47,13 @@ __all__ = [
     "DEFAULT_API_KEY",
     "AccountState",
     "CallbackConfig",
-    "Duration",
     "Fault",
     "FaultKind",
     "Fixed",
     "LogNormal",
     "RateLimit",
     "RateLimitStyle",
+    "RunTime",
     "Simulator",
     "SimulatorConfig",
     "SimulatorStatistics",

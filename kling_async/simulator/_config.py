@@ -11,13 +11,13 @@ __all__ = [
     "DEFAULT_API_KEY",
     "AccountState",
     "CallbackConfig",
-    "Duration",
     "Fault",
     "FaultKind",
     "Fixed",
     "LogNormal",
     "RateLimit",
     "RateLimitStyle",
+    "RunTime",
     "SimulatorConfig",
     "Uniform",
 ]
@@ -67,7 +67,8 @@ class LogNormal:
         return min(self.cap, rng.lognormvariate(math.log(self.median), self.sigma))
 
 
-Duration = Fixed | Uniform | LogNormal
+RunTime = Fixed | Uniform | LogNormal
+"""How long a simulated task runs: a fixed time or a distribution (seconds)."""
 
 
 class AccountState(enum.Enum):
@@ -198,14 +199,14 @@ def _faults(value: Iterable[Fault]) -> tuple[Fault, ...]:
     return tuple(value)
 
 
-def _default_durations() -> Mapping[str, Duration]:
+def _default_durations() -> Mapping[str, RunTime]:
     return {
         "video": LogNormal(median=60.0, sigma=0.25),
         "image": LogNormal(median=15.0, sigma=0.25),
     }
 
 
-def _freeze_mapping(value: Mapping[str, Duration]) -> Mapping[str, Duration]:
+def _freeze_mapping(value: Mapping[str, RunTime]) -> Mapping[str, RunTime]:
     merged = dict(_default_durations())
     merged.update(value)
     unknown = set(merged) - {"video", "image"}
@@ -246,7 +247,7 @@ class SimulatorConfig:
         default=(DEFAULT_API_KEY,), converter=_strings, repr=False
     )
     jwt_keys: Mapping[str, str] = attrs.field(factory=dict, repr=False)
-    durations: Mapping[str, Duration] = attrs.field(factory=dict, converter=_freeze_mapping)
+    durations: Mapping[str, RunTime] = attrs.field(factory=dict, converter=_freeze_mapping)
     queue_share: float = attrs.field(
         default=0.1, validator=[attrs.validators.ge(0.0), attrs.validators.le(1.0)]
     )
