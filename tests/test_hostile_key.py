@@ -121,14 +121,17 @@ def _request() -> ka.MultiImageToVideo:
 
 
 def _client(gateway: HostileGateway, profile: str) -> ka.Client:
-    knobs = {
-        "base_url": gateway.url,
-        "poll": ka.PollPolicy().scaled(SCALE),
-        "backoff": ka.Backoff().scaled(SCALE),
-    }
-    if profile == "kling-jwt":
-        return ka.Client(profile=ka.Kling(access_key=ACCESS_KEY, secret_key=SECRET_KEY), **knobs)
-    return ka.Client(KEY, **knobs)
+    chosen = (
+        ka.Kling(access_key=ACCESS_KEY, secret_key=SECRET_KEY)
+        if profile == "kling-jwt"
+        else ka.CometAPI(KEY)
+    )
+    return ka.Client(
+        profile=chosen,
+        base_url=gateway.url,
+        poll=ka.PollPolicy().scaled(SCALE),
+        backoff=ka.Backoff().scaled(SCALE),
+    )
 
 
 async def _one_call(client: ka.Client, case: str) -> ka.Task | ka.KlingError:
