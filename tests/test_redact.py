@@ -65,12 +65,13 @@ def test_including_adds_only_what_is_new() -> None:
 def test_tree_masks_keys_values_and_deep_nesting() -> None:
     """tree() copies a JSON value masking every string, keys too, without recursion."""
     redactor = Redactor([KEY])
-    value = {KEY: [f"x{KEY}", 1, None, True, {"u": f"Bearer {KEY}"}], "n": 2.5}
+    items: list[object] = [f"x{KEY}", 1, None, True, {"u": f"Bearer {KEY}"}]
+    value = {KEY: items, "n": 2.5}
     assert redactor.tree(value) == {
         MASK: [f"x{MASK}", 1, None, True, {"u": f"Bearer {MASK}"}],
         "n": 2.5,
     }
-    assert value[KEY][0] == f"x{KEY}"  # the input is not changed
+    assert items[0] == f"x{KEY}"  # the input is not changed
     assert redactor.tree(KEY) == MASK
     assert redactor.tree(7) == 7
     assert redactor.optional(None) is None
