@@ -14,7 +14,10 @@ from typing import Final, Self
 import attrs
 from aiohttp import web
 
-__all__ = ["CASES", "HostileGateway"]
+__all__ = ["CASES", "SLOW_CASE", "HostileGateway"]
+
+#: Tasks never end; every answer echoes the key (for runs killed midway: the WAL).
+SLOW_CASE: Final = "processing"
 
 CASES: Final = (
     "error_message",  # 400 whose message, request_id and header hold the key
@@ -44,7 +47,7 @@ class HostileGateway:
     _runner: web.AppRunner | None = None
 
     async def __aenter__(self) -> Self:
-        if self.case not in CASES:
+        if self.case not in (*CASES, SLOW_CASE):
             raise ValueError(f"unknown case {self.case!r}")
         app = web.Application()
         app.router.add_get("/files/{name:.*}", self._file)
@@ -128,6 +131,9 @@ class HostileGateway:
         if case == "task_id" or task_id != "7000000000000000001":
             body = {"code": 1202, "message": f"task {echo} not found", "request_id": echo}
             return self._json(404, body, echo)
+        if case == SLOW_CASE:
+            working = self._task(task_id, "processing", task_status_msg=f"working for {echo}")
+            return self._ok(working, echo, request_id=echo)
         if case == "request_id":
             failed = self._task(task_id, "failed", task_status_msg="content refused")
             return self._ok(failed, echo, request_id=echo)

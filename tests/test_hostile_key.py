@@ -12,6 +12,7 @@ import logging
 import os
 import pathlib
 import shutil
+import signal
 import sys
 import traceback
 import urllib.parse
@@ -20,7 +21,7 @@ from collections.abc import Iterator
 import pytest
 
 import kling_async as ka
-from tests._hostile_gateway import CASES, HostileGateway
+from tests._hostile_gateway import CASES, SLOW_CASE, HostileGateway
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 IMAGES = ROOT / "examples" / "images"
@@ -305,3 +306,39 @@ async def test_cli_canary(case: str, tmp_path: pathlib.Path) -> None:
         assert status_code == 0, status_out + status_err
         assert_clean(status_out + status_err, "status output")
     assert_tree_clean(tmp_path / "out")
+
+
+async def test_cli_canary_killed_mid_run_journal_and_wal(tmp_path: pathlib.Path) -> None:
+    """kill -9 mid-run (tasks running, key echoed in every answer): journal and WAL clean."""
+    shutil.copytree(IMAGES, tmp_path / "images")
+    (tmp_path / "jobs.jsonl").write_text(JOBS, encoding="utf-8")
+    env = _env(COMETAPI_KEY=KEY)
+    async with HostileGateway(SLOW_CASE) as gateway:
+        process = await asyncio.create_subprocess_exec(
+            *(sys.executable, "-m", "kling_async._cli.app", "run", "jobs.jsonl"),
+            *("--out", "out", "--base-url", gateway.url, "--time-scale", str(SCALE), "-vv"),
+            cwd=tmp_path,
+            env=env,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        try:
+            for _ in range(400):  # at most 20 s: both created and polled a few times
+                if gateway.calls >= 8:
+                    break
+                await asyncio.sleep(0.05)
+            assert gateway.calls >= 8
+        finally:
+            process.send_signal(signal.SIGKILL)
+            _, err = await asyncio.wait_for(process.communicate(), 30)
+    assert process.returncode == -signal.SIGKILL
+    assert_clean(err.decode(), "stderr before the kill")
+    wal = tmp_path / "out" / "journal.sqlite-wal"
+    assert wal.exists()
+    assert wal.stat().st_size > 0
+    assert_tree_clean(tmp_path / "out")
+    code, out, status_err = await _cli(
+        "status", "out/journal.sqlite", "--json", cwd=tmp_path, env=env
+    )
+    assert code == 0, out + status_err
+    assert_clean(out + status_err, "status after a kill")
