@@ -132,3 +132,15 @@ async def test_transport_error_text_is_masked_of_the_request_header() -> None:
     assert error.message == f"GET /kling/v1/x/{MASK}: connection lost (ServerDisconnectedError)"
     assert error.args == (error.message,)
     assert error.__cause__ is None
+
+
+def test_may_touch_skips_only_answers_with_nothing_to_mask() -> None:
+    """The byte pre-scan: a key (any case), a shape or any JSON escape means walk the tree."""
+    redactor = Redactor([KEY])
+    assert not redactor.may_touch(b'{"task_id": "1", "url": "https://cdn.example/v.mp4"}')
+    assert redactor.may_touch(KEY.upper().encode())
+    assert redactor.may_touch(b'"\\u0073k-redact"')
+    assert redactor.may_touch(b'"BEARER x"')
+    assert redactor.may_touch(b'"eyJhbGci"')
+    escaped = json.dumps({"code": 0, "data": {"m": KEY}}).replace("s", "\\u0073").encode()
+    assert decode_response(HttpResponse(200, {}, escaped), secrets=redactor) == {"m": MASK}

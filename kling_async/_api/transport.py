@@ -410,6 +410,16 @@ def _non_json_error(response: HttpResponse, retry_after: float | None) -> Except
     )
 
 
+def _redirect_error(response: HttpResponse, redactor: Redactor) -> MalformedResponse:
+    # Never followed: the Authorization header would go wherever the gateway points.
+    location = _clip(redactor.text(response.header("location") or "nowhere"), 500)
+    return MalformedResponse(
+        f"HTTP {response.status} redirect to {location!r} not followed (wrong base URL or path?)",
+        http_status=response.status,
+        request_id=_clip(redactor.optional(response.header("x-request-id")), 200),
+    )
+
+
 def decode_response(
     response: HttpResponse,
     *,
@@ -437,12 +447,7 @@ def decode_response(
     status = response.status
     retry_after = parse_retry_after(response.header("retry-after"), now=now)
     if 300 <= status < 400:
-        location = redactor.text(response.header("location") or "nowhere")
-        raise MalformedResponse(
-            f"HTTP {status} redirect to {location!r} not followed (wrong base URL or path?)",
-            http_status=status,
-            request_id=redactor.optional(response.header("x-request-id")),
-        )
+        raise _redirect_error(response, redactor)
     body = _json_body(response)
     if body is _NOT_JSON:
         raise _non_json_error(response, retry_after)
@@ -465,7 +470,8 @@ def decode_response(
             if raw_code == 0 or (
                 isinstance(raw_code, str) and raw_code.lower() in ("0", "success")
             ):
-                return redactor.tree(body.get("data"))
+                data = body.get("data")
+                return redactor.tree(data) if redactor.may_touch(response.body) else data
             if raw_code is None:
                 raise MalformedResponse(
                     "success answer without a business code", http_status=status, path="$.code"

@@ -64,7 +64,7 @@ class Redactor:
         secrets: Values never to show (empty and very short ones are ignored).
     """
 
-    __slots__ = ("_literals", "_secrets")
+    __slots__ = ("_literals", "_needles", "_secrets")
 
     def __init__(self, secrets: Iterable[str | None] = ()) -> None:
         self._secrets: frozenset[str] = frozenset(
@@ -75,6 +75,12 @@ class Redactor:
         ordered = sorted(spellings, key=len, reverse=True)
         self._literals = (
             re.compile("|".join(map(re.escape, ordered)), re.IGNORECASE) if ordered else None
+        )
+        # What a raw UTF-8 body (lower-cased) must contain for anything in it to be masked.
+        self._needles = (
+            b"bearer",
+            b"eyj",
+            *(spelling.encode("utf-8", "surrogatepass").lower() for spelling in ordered),
         )
 
     def __repr__(self) -> str:
@@ -97,6 +103,17 @@ class Redactor:
         if self._literals is not None:
             value = self._literals.sub(MASK, value)
         return scrub_credentials(value)
+
+    def may_touch(self, raw: bytes) -> bool:
+        """False when :meth:`tree` of the JSON in ``raw`` is certain to change nothing.
+
+        A quick scan of the bytes (no secret, no credential shape, no escape), so that the
+        common answer skips the walk over its decoded strings.
+        """
+        if b"\\" in raw:
+            return True  # a JSON escape could spell any of them
+        lowered = raw.lower()
+        return any(needle in lowered for needle in self._needles)
 
     def optional(self, value: str | None) -> str | None:
         """:meth:`text` of ``value``; None stays None."""
