@@ -36,7 +36,7 @@ from ._core.models import (
     Request,
     Task,
 )
-from ._core.redact import Redactor
+from ._core.redact import Redactor, remember_secrets
 from ._durable import journaled as _journaled
 from ._engine import Batch, BatchStore, Engine, EngineStatistics
 from ._webhooks.config import WebhookConfig
@@ -110,9 +110,9 @@ class Client(AsyncClosing):
             raise ValueError(f"no API key: pass api_key=... or set {env}")
         self._profile = profile
         # Masked in every string of every answer; the token of each call is added to these.
-        self._redactor = Redactor(
-            getattr(profile, name, None) for name in ("api_key", "access_key", "secret_key")
-        )
+        secrets = [getattr(profile, name, None) for name in ("api_key", "access_key", "secret_key")]
+        self._redactor = Redactor(secrets)
+        remember_secrets(*secrets)  # any KlingError, wherever built, masks them too
         self._timeouts = timeouts
         self._owns_transport = transport is None
         self._transport: Transport | None = transport

@@ -26,6 +26,7 @@ CASES: Final = (
     "redirect",  # every API call answers 307 to a Location holding the key
     "failed_message",  # the task fails with the key in task_status_msg / fail_reason
     "result_url",  # the task succeeds; its result URLs hold the key (path and query)
+    "file_loop",  # the task succeeds; its file host redirects in a loop, the key in each hop
     "task_id",  # create answers with the key as task id; queries 404 echoing it
     "drop",  # the connection is cut after the request is read (wrapped network error)
     "html",  # a 502 HTML page echoing the key
@@ -142,18 +143,26 @@ class HostileGateway:
                 task_id, "failed", task_status_msg=f"refused for {echo}", fail_reason=bare
             )
             return self._ok(failed, echo)
-        # result_url
+        # result_url, file_loop
         quoted = urllib.parse.quote(echo)
         videos = [
             {"id": "v1", "url": f"{self.url}/files/{bare}.mp4", "duration": "5"},
             {"id": "v2", "url": f"{self.url}/files/v.mp4?auth={quoted}", "duration": "5"},
         ]
         images = [{"index": 0, "url": f"{self.url}/files/i.png?key={bare}"}]
+        if case == "file_loop":
+            videos = [{"id": "v1", "url": f"{self.url}/files/loop.mp4", "duration": "5"}]
+            images = [{"index": 0, "url": f"{self.url}/files/loop.png"}]
         done = self._task(task_id, "succeed", task_result={"videos": videos, "images": images})
         return self._ok(done, echo)
 
     async def _file(self, request: web.Request) -> web.StreamResponse:
         echo = self.last_authorization
+        if request.match_info["name"].startswith("loop"):
+            # A redirect loop with the bare key in every hop's URL (TooManyRedirects names it).
+            hop = int(request.query.get("hop", "0")) + 1
+            where = f"{self.url}/files/loop?hop={hop}&raw={echo.partition(' ')[2]}"
+            return web.Response(status=302, headers={"Location": where})
         if request.query.get("hop") is None:
             where = f"{self.url}/files/gone?hop=1&auth={urllib.parse.quote(echo)}"
             return web.Response(status=302, headers={"Location": where, "X-Request-Id": echo})

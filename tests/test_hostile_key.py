@@ -138,7 +138,7 @@ def _client(gateway: HostileGateway, profile: str) -> ka.Client:
 async def _one_call(client: ka.Client, case: str) -> ka.Task | ka.KlingError:
     try:
         task = await client.create_task(_request())
-        if case in ("request_id", "failed_message", "result_url", "task_id"):
+        if case in ("request_id", "failed_message", "result_url", "file_loop", "task_id"):
             task = await client.get_task(ka.Kind.VIDEO, task.task_id)
     except ka.KlingError as exc:
         return exc
@@ -152,6 +152,7 @@ EXPECTED = {
     "redirect": ka.MalformedResponse,
     "failed_message": ka.Task,
     "result_url": ka.Task,
+    "file_loop": ka.Task,
     "task_id": ka.NotFound,
     "drop": ka.ConnectionLost,
     "html": ka.ServerError,

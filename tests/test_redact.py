@@ -144,3 +144,14 @@ def test_may_touch_skips_only_answers_with_nothing_to_mask() -> None:
     assert redactor.may_touch(b'"eyJhbGci"')
     escaped = json.dumps({"code": 0, "data": {"m": KEY}}).replace("s", "\\u0073").encode()
     assert decode_response(HttpResponse(200, {}, escaped), secrets=redactor) == {"m": MASK}
+
+
+def test_errors_built_anywhere_mask_keys_a_client_was_given() -> None:
+    """Once a Client holds a key, any KlingError (a download error too) masks it."""
+    key = "sk-remembered-0123456789"
+    ka.Client(key)
+    ka.Client("short-key")
+    error = ka.DownloadError(f"redirected to /x?k={key}", url=f"https://files.example/{key}")
+    assert error.message == f"redirected to /x?k={MASK}"
+    assert error.url == f"https://files.example/{MASK}"
+    assert "short-key" in ka.KlingError("short-key").message

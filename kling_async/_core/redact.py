@@ -20,7 +20,7 @@ import urllib.parse
 from collections.abc import Iterable
 from typing import Any, Final
 
-__all__ = ["MASK", "Redactor", "scrub_credentials"]
+__all__ = ["MASK", "Redactor", "remember_secrets", "scrub_credentials", "scrub_known"]
 
 MASK: Final = "***"
 
@@ -153,3 +153,25 @@ class Redactor:
             stack.append((item, parent, slot))
             return None  # filled in when the container is popped
         return item
+
+
+# Every secret a Client of this process was given: errors mask them whoever builds the
+# error (a downloader quoting a file host, a subclass in user code), as a last line behind
+# the API seam. Only grows: a key once used is never shown, even after its client closed.
+_known: Redactor = Redactor()
+# Real keys are 32 characters and more; a short test key ("k", "explicit") is not worth
+# masking in every error of the process.
+_MIN_KNOWN: Final = 12
+
+
+def remember_secrets(*secrets: str | None) -> None:
+    """Add ``secrets`` to the ones every :class:`~kling_async.KlingError` masks."""
+    global _known  # noqa: PLW0603 -- one process-wide set, swapped whole (no lock needed)
+    wider = _known.including(*(s for s in secrets if s and len(s) >= _MIN_KNOWN))
+    if wider is not _known:
+        _known = wider
+
+
+def scrub_known(text: str) -> str:
+    """``text`` with every remembered secret and credential-shaped token masked."""
+    return _known.text(text)
