@@ -37,6 +37,7 @@ from ._core.models import (
     Request,
     Task,
 )
+from ._core.redact import Redactor, remember_secrets
 from ._durable import journaled as _journaled
 from ._engine import Batch, BatchStore, Engine, EngineStatistics
 from ._webhooks.config import WebhookConfig
@@ -121,12 +122,10 @@ class Client:
             raise ValueError(f"no API key: pass api_key=... or set {env}")
         self._profile = profile
         self._strict_rules = strict_rules
-        # Blanked out of server messages; the token of each call is added to these.
-        self._secrets = tuple(
-            secret
-            for secret in (getattr(profile, "api_key", None), getattr(profile, "secret_key", None))
-            if secret
-        )
+        # Masked in every string of every answer; the token of each call is added to these.
+        secrets = [getattr(profile, name, None) for name in ("api_key", "access_key", "secret_key")]
+        self._redactor = Redactor(secrets)
+        remember_secrets(*secrets)  # any KlingError, wherever built, masks them too
         self._timeouts = timeouts
         self._owns_transport = transport is None
         self._transport: Transport | None = transport
@@ -246,8 +245,8 @@ class Client:
         started = time.monotonic()
         try:
             response = await transport.send(request)
-            secrets = (*self._secrets, authorization.removeprefix("Bearer "))
-            data = decode_response(response, secrets=secrets)
+            redactor = self._redactor.including(authorization.removeprefix("Bearer "))
+            data = decode_response(response, secrets=redactor)
         except KlingError as exc:
             if exc.task_id is None:
                 exc.task_id = task_id
@@ -285,7 +284,7 @@ class Client:
                     "kind": kind.value,
                     "task_id": task_id,
                     "http_status": response.status,
-                    "request_id": response.header("x-request-id"),
+                    "request_id": redactor.optional(response.header("x-request-id")),
                     "elapsed": time.monotonic() - started,
                 },
             )

@@ -215,11 +215,48 @@ async def test_forged_flood_is_rate_bounded(
 
 
 async def test_rate_bound_applies_to_unknown_tokens(session: aiohttp.ClientSession) -> None:
-    """Token guessing is rate bounded too: the bucket is checked before the token."""
+    """Token guessing is rate bounded too, in the strangers' bucket of its own."""
     config = WebhookConfig(max_rate=2, rate_period=60)
     async with WebhookReceiver(config) as receiver:
         statuses = [await post(session, f"{receiver.url}/guess{i}", b"{}") for i in range(4)]
     assert statuses == [404, 404, 429, 429]
+
+
+async def test_random_token_flood_does_not_starve_genuine_deliveries(
+    session: aiohttp.ClientSession,
+) -> None:
+    """Issue 12: 100 posts to random tokens first, then 20 genuine deliveries: all 20 land."""
+    hints = Hints()
+    config = WebhookConfig(max_rate=20, rate_period=60)
+    async with WebhookReceiver(config) as receiver:
+        sub = receiver.subscribe(hints)
+        async with anyio.create_task_group() as tg:
+            for i in range(100):
+                tg.start_soon(post, session, f"{receiver.url}/random{i}", b"{}")
+        genuine = [
+            await post(session, sub.callback_url, task_body(f"t{i}", "succeed")) for i in range(20)
+        ]
+        stats = receiver.statistics()
+    assert genuine == [200] * 20
+    assert len(hints.calls) == 20
+    assert stats.rejected == {RejectReason.UNKNOWN_TOKEN: 20, RejectReason.RATE_LIMITED: 80}
+    assert consistent(stats)
+
+
+async def test_rate_limit_is_per_token(session: aiohttp.ClientSession) -> None:
+    """A flood on one batch's token (429 past its bucket) leaves another token's rate whole."""
+    hints = Hints()
+    config = WebhookConfig(max_rate=3, rate_period=60)
+    async with WebhookReceiver(config) as receiver:
+        flooded = receiver.subscribe(Hints())
+        quiet = receiver.subscribe(hints)
+        flood = [await post(session, flooded.callback_url, b"junk") for _ in range(10)]
+        delivered = [
+            await post(session, quiet.callback_url, task_body(f"q{i}", "succeed")) for i in range(3)
+        ]
+    assert flood == [400] * 3 + [429] * 7
+    assert delivered == [200] * 3
+    assert [task_id for task_id, _ in hints.calls] == ["q0", "q1", "q2"]
 
 
 async def test_duplicates_change_nothing(session: aiohttp.ClientSession) -> None:

@@ -41,6 +41,7 @@ from .._core.errors import (
     TransportError,
 )
 from .._core.lifetime import AsyncClosing
+from .._core.redact import Redactor
 
 __all__ = [
     "DEFAULT_MAX_RESPONSE_BYTES",
@@ -186,9 +187,15 @@ class AiohttpTransport(AsyncClosing):
                 await session.close()
 
     async def send(self, request: HttpRequest) -> HttpResponse:
-        """Send ``request``; connection trouble becomes a TransportError subclass."""
+        """Send ``request``; connection trouble becomes a TransportError subclass.
+
+        The error is raised outside the ``except`` block, with no cause and no context:
+        aiohttp's exceptions hold the request record, live ``Authorization`` header
+        included, and must not travel with it. Its text is scrubbed of that header too.
+        """
         if self._session is None:
             raise RuntimeError("AiohttpTransport is not open: use `async with`")
+        error: TransportError
         try:
             async with self._session.request(
                 request.method,
@@ -199,29 +206,11 @@ class AiohttpTransport(AsyncClosing):
             ) as response:
                 body = await self._read(response)
                 return HttpResponse(response.status, dict(response.headers), body)
-        except TransportError:
-            raise
-        except aiohttp.ConnectionTimeoutError as exc:
-            raise ConnectError(f"connect timeout to {_origin(request.url)}") from exc
-        except aiohttp.ClientConnectorError as exc:
-            raise ConnectError(f"cannot connect to {_origin(request.url)}: {_reason(exc)}") from exc
-        except (TimeoutError, aiohttp.SocketTimeoutError) as exc:
-            raise RequestTimeout(f"{request.method} {_path(request.url)} timed out") from exc
-        except aiohttp.InvalidURL as exc:
-            raise ConnectError(f"invalid URL {_origin(request.url)!r}: request not sent") from exc
-        except aiohttp.ClientResponseError as exc:
-            # The server sent something that is not HTTP (bad status line, bad headers).
-            raise MalformedResponse(
-                f"{request.method} {_path(request.url)}: invalid HTTP answer", http_status=None
-            ) from exc
-        except aiohttp.ClientPayloadError as exc:
-            raise ConnectionLost(
-                f"{request.method} {_path(request.url)}: response body cut short"
-            ) from exc
-        except (aiohttp.ClientError, OSError) as exc:
-            raise ConnectionLost(
-                f"{request.method} {_path(request.url)}: connection lost ({type(exc).__name__})"
-            ) from exc
+        except TransportError as exc:
+            error = exc
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            error = _translate(exc, request)
+        raise _scrubbed(error, _request_redactor(request))
 
     async def _read(self, response: aiohttp.ClientResponse) -> bytes:
         limit = self._max_response_bytes
@@ -242,6 +231,47 @@ class AiohttpTransport(AsyncClosing):
                 )
             chunks.append(chunk)
         return b"".join(chunks)
+
+
+def _translate(exc: BaseException, request: HttpRequest) -> TransportError:
+    """The typed error of an aiohttp/OS failure; nothing of ``exc`` but its kind is kept."""
+    what = f"{request.method} {_path(request.url)}"
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return ConnectError(f"connect timeout to {_origin(request.url)}")
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return ConnectError(f"cannot connect to {_origin(request.url)}: {_reason(exc)}")
+    if isinstance(exc, TimeoutError | aiohttp.SocketTimeoutError):
+        return RequestTimeout(f"{what} timed out")
+    if isinstance(exc, aiohttp.InvalidURL):
+        return ConnectError(f"invalid URL {_origin(request.url)!r}: request not sent")
+    if isinstance(exc, aiohttp.ClientResponseError):
+        # The server sent something that is not HTTP (bad status line, bad headers).
+        return MalformedResponse(f"{what}: invalid HTTP answer", http_status=None)
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return ConnectionLost(f"{what}: response body cut short")
+    return ConnectionLost(f"{what}: connection lost ({type(exc).__name__})")
+
+
+def _request_redactor(request: HttpRequest) -> Redactor:
+    values = [
+        value
+        for name, value in request.headers.items()
+        if name.lower() in _SECRET_HEADERS and value
+    ]
+    return Redactor([*values, *(value.partition(" ")[2] for value in values)])
+
+
+def _scrubbed(error: TransportError, redactor: Redactor) -> TransportError:
+    """``error`` with its text scrubbed and its cause/context/traceback links cut."""
+    clean_message = redactor.text(error.message)
+    if clean_message != error.message:
+        error.message = clean_message
+        error.args = (clean_message,)
+    error.request_id = redactor.optional(error.request_id)
+    error.__cause__ = None
+    error.__context__ = None
+    error.__suppress_context__ = True
+    return error
 
 
 def _origin(url: str) -> str:
@@ -271,7 +301,7 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     except ValueError:
         try:
             when = email.utils.parsedate_to_datetime(text)
-        except (TypeError, ValueError, IndexError):
+        except (TypeError, ValueError, IndexError, OverflowError):
             return None
         if when.tzinfo is None:
             return None
@@ -287,8 +317,10 @@ def _business_code(value: object) -> int | None:
         return None
     if isinstance(value, int):
         return value
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value)
+    text = value.strip() if isinstance(value, str) else ""
+    # ASCII digits only ("²".isdigit() is true), and no 5,000-digit "code".
+    if text.isascii() and text.isdigit() and len(text) <= 18:
+        return int(text)
     return None
 
 
@@ -341,11 +373,11 @@ def _class_for_family(code: int) -> type[APIError]:
     }.get(code // 100, APIError)
 
 
-def _scrub(text: str, secrets: Iterable[str]) -> str:
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    return text
+def _clip(text: str | None, limit: int) -> str | None:
+    # After scrubbing, never before: a cut could leave half a key that no longer matches.
+    if text is None or len(text) <= limit:
+        return text
+    return text[:limit] + "..."
 
 
 def _text(value: object) -> str:
@@ -355,7 +387,7 @@ def _text(value: object) -> str:
 def _json_body(response: HttpResponse) -> object:
     try:
         return json.loads(response.body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return _NOT_JSON
 
 
@@ -378,8 +410,21 @@ def _non_json_error(response: HttpResponse, retry_after: float | None) -> Except
     )
 
 
+def _redirect_error(response: HttpResponse, redactor: Redactor) -> MalformedResponse:
+    # Never followed: the Authorization header would go wherever the gateway points.
+    location = _clip(redactor.text(response.header("location") or "nowhere"), 500)
+    return MalformedResponse(
+        f"HTTP {response.status} redirect to {location!r} not followed (wrong base URL or path?)",
+        http_status=response.status,
+        request_id=_clip(redactor.optional(response.header("x-request-id")), 200),
+    )
+
+
 def decode_response(
-    response: HttpResponse, *, secrets: Iterable[str] = (), now: float | None = None
+    response: HttpResponse,
+    *,
+    secrets: Iterable[str] | Redactor = (),
+    now: float | None = None,
 ) -> Any:
     """Return the ``data`` of a success envelope, or raise the typed error.
 
@@ -388,21 +433,21 @@ def decode_response(
 
     Args:
         response: The answer.
-        secrets: Strings to blank out of server messages (the key, if echoed).
+        secrets: The key and token of the call (or a :class:`Redactor` of them): masked,
+            with any bearer token or JWT, in every string of the answer: the returned
+            ``data`` (task ids, messages, URLs), the error's message, request id and
+            redirect target.
         now: Current wall time for ``Retry-After`` dates (tests inject it).
 
     Raises:
         APIError: A subclass per the API.md error table.
         MalformedResponse: Redirect, HTML on a non-error status, bad JSON, odd shape.
     """
+    redactor = secrets if isinstance(secrets, Redactor) else Redactor(secrets)
     status = response.status
     retry_after = parse_retry_after(response.header("retry-after"), now=now)
     if 300 <= status < 400:
-        location = response.header("location") or "nowhere"
-        raise MalformedResponse(
-            f"HTTP {status} redirect to {location!r} not followed (wrong base URL or path?)",
-            http_status=status,
-        )
+        raise _redirect_error(response, redactor)
     body = _json_body(response)
     if body is _NOT_JSON:
         raise _non_json_error(response, retry_after)
@@ -425,7 +470,8 @@ def decode_response(
             if raw_code == 0 or (
                 isinstance(raw_code, str) and raw_code.lower() in ("0", "success")
             ):
-                return body.get("data")
+                data = body.get("data")
+                return redactor.tree(data) if redactor.may_touch(response.body) else data
             if raw_code is None:
                 raise MalformedResponse(
                     "success answer without a business code", http_status=status, path="$.code"
@@ -438,8 +484,8 @@ def decode_response(
     if found:
         request_id = request_id or found.group(1)
         message = _REQUEST_ID_IN_MESSAGE.sub("", message).strip()
-    request_id = request_id or response.header("x-request-id")
-    message = _scrub(message, secrets) or f"HTTP {status}"
+    request_id = _clip(redactor.optional(request_id or response.header("x-request-id")), 200)
+    message = _clip(redactor.text(message), 2000) or f"HTTP {status}"
 
     cls: type[APIError] | None = _class_for_code(code) if code is not None else None
     if cls is None and error_code == "invalid_request":

@@ -34,11 +34,16 @@ when the server said how long to wait) or ``batch`` (stop submitting anything)::
 Misuse of the journal raises ``JournalConflict(ValueError)`` (same key, other request) and of
 the downloader ``UnsafeKey(ValueError)``; both are ``ValueError``, not run-time errors.
 
-No API key or token ever appears in an error's text or attributes.
+No API key or token ever appears in an error's text or attributes: strings from an
+answer are scrubbed at the API seam (``_api.transport.decode_response``), and every
+error masks, once more, bearer tokens, JWTs and every key a Client of the process was
+given in its message and request id, whoever built it.
 """
 
 import enum
 from typing import ClassVar
+
+from .redact import scrub_known
 
 __all__ = [
     "APIError",
@@ -105,12 +110,13 @@ class KlingError(Exception):
         job_key: str | None = None,
         retry_after: float | None = None,
     ) -> None:
+        message = scrub_known(message)
         super().__init__(message)
         self.message = message
         self.scope = scope if scope is not None else self.default_scope
         self.http_status = http_status
         self.code = code
-        self.request_id = request_id
+        self.request_id = None if request_id is None else scrub_known(request_id)
         self.task_id = task_id
         self.job_key = job_key
         self.retry_after = retry_after
@@ -330,7 +336,7 @@ class DownloadError(KlingError):
         expires_at: float | None = None,
     ) -> None:
         super().__init__(message, http_status=http_status, task_id=task_id, job_key=job_key)
-        self.url = url
+        self.url = scrub_known(url)
         self.expires_at = expires_at
 
 

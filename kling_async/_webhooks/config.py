@@ -69,7 +69,8 @@ class WebhookConfig:
             delivery must carry a valid signature. Never shown in a repr.
         tolerance: seconds of clock skew allowed on ``webhook-timestamp``, both ways.
         max_body: largest body accepted, in bytes.
-        max_rate: deliveries accepted per ``rate_period`` (a token bucket; also the burst).
+        max_rate: deliveries accepted per ``rate_period`` and token (a token bucket each, also
+            the burst; unknown tokens share one).
         rate_period: seconds of the rate window.
         poll_interval: safety interval between two polls of a task deliveries cover, seconds.
         poll_grace: share of the expected run time after which a task that has not ended

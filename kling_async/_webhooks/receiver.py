@@ -9,9 +9,9 @@ and polling stays on as a slow safety net.
 What reaches ``on_hint`` is bounded and cheap, whatever arrives on the socket::
 
     POST <path>/<token>
-      rate bucket empty ............ 429  (no other work done)
+      token not subscribed ......... 404  (429 once the strangers' bucket is empty)
+      the token's bucket empty ..... 429  (no other work done)
       Content-Length too big ....... 413
-      token not subscribed ......... 404
       body past the cap ............ 413
       signature bad (secret set) ... 401
       not JSON / not a task ........ 400
@@ -21,6 +21,11 @@ What reaches ``on_hint`` is bounded and cheap, whatever arrives on the socket::
 
 Every answer is counted in :meth:`WebhookReceiver.statistics`; nothing a sender does
 raises into the caller batch.
+
+The token is checked before any rate limit, and each subscribed token has a bucket of its
+own (``max_rate`` per ``rate_period``); unknown tokens share one more. So a flood of
+guessed tokens, or of forged bodies to another batch's token, cannot use up the
+deliveries of a genuine one.
 """
 
 import asyncio
@@ -45,6 +50,7 @@ from .._api.wire import parse_task
 from .._core.errors import MalformedResponse
 from .._core.lifetime import AsyncClosing
 from .._core.models import TaskStatus
+from .._core.redact import scrub_credentials
 from .config import WebhookConfig, clean_path
 from .signing import RejectReason, WebhookVerificationError, WebhookVerifier
 
@@ -190,13 +196,15 @@ class WebhookSubscription:
     token answer 404.
     """
 
-    __slots__ = ("_deliveries", "_on_hint", "_receiver", "_tasks", "token")
+    __slots__ = ("_deliveries", "_limiter", "_on_hint", "_receiver", "_tasks", "token")
 
     def __init__(self, receiver: "WebhookReceiver", token: str, on_hint: HintCallback) -> None:
         self._receiver = receiver
         self._on_hint = on_hint
         self.token = token
         self._deliveries = _LRUSet(_SEEN_DELIVERIES)
+        # This token's own bucket, made on first use (aiolimiter binds to the running loop).
+        self._limiter: AsyncLimiter | None = None
         # task id -> statuses already hinted for it
         self._tasks: collections.OrderedDict[str, set[TaskStatus]] = collections.OrderedDict()
 
@@ -284,8 +292,9 @@ class WebhookReceiver(AsyncClosing):
             else None
         )
         self._subscriptions: dict[str, WebhookSubscription] = {}
-        # Created on first use: aiolimiter binds to the running loop.
-        self._limiter: AsyncLimiter | None = None
+        # The bucket shared by unknown tokens; made on first use (aiolimiter binds to the
+        # running loop). Subscribed tokens each have their own.
+        self._strangers: AsyncLimiter | None = None
         self._runner: web.AppRunner | None = None
         self._url: str | None = None
         self._closed = False
@@ -414,10 +423,15 @@ class WebhookReceiver(AsyncClosing):
         logger.debug("webhook delivery rejected: %s %s", reason.value, detail)
         return web.Response(status=reason.http_status, text=reason.value)
 
-    async def _take_rate_token(self) -> bool:
-        limiter = self._limiter
-        if limiter is None:
-            limiter = self._limiter = AsyncLimiter(self._config.max_rate, self._config.rate_period)
+    def _new_limiter(self) -> AsyncLimiter:
+        return AsyncLimiter(self._config.max_rate, self._config.rate_period)
+
+    async def _take_rate_token(self, subscription: WebhookSubscription | None) -> bool:
+        """One unit of the token's bucket (of the strangers' one for an unknown token)."""
+        if subscription is None:
+            limiter = self._strangers = self._strangers or self._new_limiter()
+        else:
+            limiter = subscription._limiter = subscription._limiter or self._new_limiter()
         if not limiter.has_capacity():
             return False
         # Does not wait: has_capacity() just said there is room and nothing ran since.
@@ -437,14 +451,15 @@ class WebhookReceiver(AsyncClosing):
 
     async def _handle(self, request: web.Request) -> web.Response:
         self._received += 1
-        if not await self._take_rate_token():
+        # Token first, then its own bucket: strangers cannot spend a genuine token's rate.
+        subscription = self._subscriptions.get(request.match_info.get("token", ""))
+        if not await self._take_rate_token(subscription):
             return self._reject(RejectReason.RATE_LIMITED)
+        if subscription is None:
+            return self._reject(RejectReason.UNKNOWN_TOKEN)
         length = request.content_length
         if length is not None and length > self._config.max_body:
             return self._reject(RejectReason.TOO_LARGE, f"content-length {length}")
-        subscription = self._subscriptions.get(request.match_info.get("token", ""))
-        if subscription is None:
-            return self._reject(RejectReason.UNKNOWN_TOKEN)
         try:
             body = await self._read_capped(request)
         except (aiohttp.ClientPayloadError, ConnectionError, asyncio.IncompleteReadError) as exc:
@@ -479,14 +494,21 @@ class WebhookReceiver(AsyncClosing):
 
     def _hint(self, subscription: WebhookSubscription, delivery: _Delivery) -> None:
         status = delivery.status.value if delivery.status is not None else None
-        logger.debug("webhook hint task_id=%s status=%s", delivery.task_id, status)
+        # The task id is the sender's text: no credential-shaped part of it reaches a log.
+        logger.debug(
+            "webhook hint task_id=%s status=%s", scrub_credentials(delivery.task_id), status
+        )
         try:
             subscription._on_hint(delivery.task_id, delivery.status)
         except Exception:
             # A subscriber bug must not turn into a 500 the sender retries forever;
             # polling still finds the task.
             self._hint_errors += 1
-            logger.warning("webhook on_hint failed for task_id=%s", delivery.task_id, exc_info=True)
+            logger.warning(
+                "webhook on_hint failed for task_id=%s",
+                scrub_credentials(delivery.task_id),
+                exc_info=True,
+            )
 
 
 def _url_host(host: str) -> str:
