@@ -13,6 +13,7 @@ was stopped (authentication, balance), 130 interrupted (resume it).
 """
 
 import argparse
+import contextlib
 import importlib.metadata
 import logging
 import os
@@ -304,7 +305,20 @@ def _simulate(argv: Sequence[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run ``kling-async`` with ``argv`` (default ``sys.argv[1:]``); return the exit code."""
+    """Run ``kling-async`` with ``argv`` (default ``sys.argv[1:]``); return the exit code.
+
+    Ctrl-C anywhere (start-up, validation, the run, the summary) ends with exit code 130
+    and one line on stderr, never a traceback.
+    """
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        with contextlib.suppress(OSError, ValueError):
+            print(f"\n{PROG}: interrupted", file=sys.stderr, flush=True)
+        return run.EXIT_INTERRUPTED
+
+
+def _main(argv: list[str] | None) -> int:
     args_list = sys.argv[1:] if argv is None else list(argv)
     if args_list and args_list[0] == "simulate":
         return _simulate(args_list[1:])

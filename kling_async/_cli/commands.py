@@ -28,6 +28,7 @@ from .jobs import JobProblem, ParsedJob, load_jobs
 from .progress import Display, JobRecord, ProgressTracker, RunSummary, format_duration
 from .results import (
     RESULTS_FILE,
+    ResultsWriteError,
     ResultsWriter,
     count_statuses,
     invalid_record,
@@ -391,28 +392,45 @@ class BatchRun:
         """Run the batch, write the results, show the summary; return the exit code."""
         try:
             self.writer.open()
+            for record in self.skipped:
+                self.writer.write(record)
         except OSError as exc:
             self.display.warning(f"kling-async: cannot write {self.writer.path}: {exc}")
+            self._close_results()
             return EXIT_USAGE
-        for record in self.skipped:
-            self.writer.write(record)
         code: int | None = None
         try:
             anyio.run(self.drive)
         except BaseException as exc:  # a second Ctrl-C, or an error of the whole run
             code = self._failure(_first_leaf(exc))
         finally:
-            self.writer.close(self.order)
+            if not self._close_results() and code is None:
+                code = EXIT_USAGE
         records = [self.writer.records[key] for key in self.order if key in self.writer.records]
         if code is None:
             code = self._exit_code(records)
         self._summarize(records, code)
         return code
 
+    def _close_results(self) -> bool:
+        """Compact ``results.jsonl``; on a full disk say so and keep the appended lines."""
+        try:
+            self.writer.close(self.order)
+        except ResultsWriteError as exc:
+            self.display.warning(f"kling-async: {exc}")
+            return False
+        return True
+
     def _failure(self, leaf: BaseException) -> int | None:
         if isinstance(leaf, KeyboardInterrupt):
             self.state.interrupted = True
             return None
+        if isinstance(leaf, ResultsWriteError):
+            self.display.warning(
+                f"kling-async: {leaf}. The run stopped; the journal keeps every job. "
+                f"Free some space, then:  kling-async resume {_display_path(self.settings.journal)}"
+            )
+            return EXIT_USAGE
         if isinstance(leaf, ka.JournalConflict | ka.JournalError | ValueError | OSError):
             self.display.warning(f"kling-async: {leaf}")
             return EXIT_USAGE
