@@ -72,6 +72,12 @@ def _add_output_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_run_flags(parser: argparse.ArgumentParser, *, resume: bool) -> None:
+    parser.add_argument(
+        "--allow-removed",
+        action="store_true",
+        help="send journaled jobs that were never sent and are no longer in the job file "
+        "(without it such a run is refused)",
+    )
     limits = parser.add_argument_group("limits")
     limits.add_argument(
         "--concurrency",
@@ -276,7 +282,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         time_scale=args.time_scale,
         skip_invalid=args.skip_invalid,
     )
-    return run.run_command(settings, display, env=os.environ)
+    return run.run_command(settings, display, env=os.environ, allow_removed=args.allow_removed)
 
 
 def _cmd_resume(args: argparse.Namespace) -> int:
@@ -288,7 +294,9 @@ def _cmd_resume(args: argparse.Namespace) -> int:
     }
     if args.time_scale is not None:
         overrides["time_scale"] = args.time_scale
-    return run.resume_command(args.journal.resolve(), overrides, display, env=os.environ)
+    return run.resume_command(
+        args.journal.resolve(), overrides, display, env=os.environ, allow_removed=args.allow_removed
+    )
 
 
 def _cmd_status(args: argparse.Namespace) -> int:

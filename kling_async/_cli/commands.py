@@ -547,7 +547,13 @@ def _skipped_records(problems: Sequence[JobProblem], kinds: Mapping[str, str]) -
     ]
 
 
-def run_command(settings: RunSettings, display: Display, env: Mapping[str, str]) -> int:
+def run_command(
+    settings: RunSettings,
+    display: Display,
+    env: Mapping[str, str],
+    *,
+    allow_removed: bool = False,
+) -> int:
     """``kling-async run``: check the file, then run it; return the exit code."""
     checked = _check_file(settings, display)
     if isinstance(checked, int):
@@ -561,7 +567,10 @@ def run_command(settings: RunSettings, display: Display, env: Mapping[str, str])
     display.notice(target.notice)
     known: list[str] = []
     if settings.journal.exists():
-        known = _journal_keys(settings.journal, display)
+        rows = _journal_rows(settings.journal, display)
+        if not _removed_jobs_allowed(settings, jobs, rows, display, allow=allow_removed):
+            return EXIT_USAGE
+        known = [row.key for row in rows]
         display.notice(
             f"Continuing the run in {_display_path(settings.journal)}: "
             "finished jobs are not sent again."
@@ -580,6 +589,8 @@ def resume_command(
     overrides: Mapping[str, Any],
     display: Display,
     env: Mapping[str, str],
+    *,
+    allow_removed: bool = False,
 ) -> int:
     """``kling-async resume``: continue the run of a journal; return the exit code."""
     if not journal.is_file():
@@ -615,22 +626,77 @@ def resume_command(
             "Note: tasks that ran on an earlier in-process simulator are gone with it; "
             "the journal still holds every finished job."
         )
-    known = _journal_keys(journal, display)
+    rows = _journal_rows(journal, display)
+    from_file = settings.jobs is not None and settings.jobs.exists()
+    if from_file and not _removed_jobs_allowed(settings, jobs, rows, display, allow=allow_removed):
+        return EXIT_USAGE
+    known = [row.key for row in rows]
     display.notice(f"Resuming {len(known)} journaled job(s) from {_display_path(journal)}.")
     return BatchRun(settings, target, display, env, jobs, skipped, known).execute()
 
 
-def _journal_keys(journal: pathlib.Path, display: Display) -> list[str]:
+def _journal_rows(journal: pathlib.Path, display: Display) -> list[Any]:
     try:
         _, _, plan = anyio.run(_read_journal, journal)
     except (ka.JournalError, OSError) as exc:
         display.warning(f"kling-async: cannot read the journal {journal}: {exc}")
         return []
-    return [row.key for group in _plan_groups(plan) for row in group]
+    return [row for group in _plan_groups(plan) for row in group]
+
+
+def _some(keys: Sequence[str], limit: int = 5) -> str:
+    shown = ", ".join(keys[:limit])
+    return shown if len(keys) <= limit else f"{shown} and {len(keys) - limit} more"
+
+
+def _removed_jobs_allowed(
+    settings: RunSettings,
+    jobs: Sequence[ParsedJob],
+    rows: Sequence[Any],
+    display: Display,
+    *,
+    allow: bool,
+) -> bool:
+    """Say how the job file differs from the journal; refuse to send jobs it no longer has.
+
+    A journaled job missing from the file is still run from the journal: harmless once
+    its task exists or it ended, but one never sent (PENDING) or maybe sent (SUBMITTING)
+    would be paid for. Those need ``--allow-removed``.
+    """
+    in_file = {job.key for job in jobs}
+    journaled = {row.key for row in rows}
+    removed = [row.key for row in rows if row.key not in in_file]
+    added = [job.key for job in jobs if job.key not in journaled]
+    if not removed:
+        if added and journaled:
+            display.notice(f"{settings.jobs} has {len(added)} job(s) new since the run began.")
+        return True
+    unsent = [
+        row.key
+        for row in rows
+        if row.key not in in_file and row.state in {ka.JobState.PENDING, ka.JobState.SUBMITTING}
+    ]
+    display.notice(
+        f"{settings.jobs} changed since the run began: {len(removed)} journaled job(s) are "
+        f"no longer in it ({_some(removed)}); {len(added)} job(s) are new."
+    )
+    if not unsent:
+        display.notice("The jobs no longer in the file have tasks already; they are followed up.")
+        return True
+    if allow:
+        display.notice(f"--allow-removed: sending {len(unsent)} of them ({_some(unsent)}).")
+        return True
+    display.warning(
+        f"kling-async: {len(unsent)} job(s) no longer in {settings.jobs} were not sent yet "
+        f"({_some(unsent)}); continuing would send them and they would be paid for. Nothing "
+        "was sent. Put them back in the file, or send them anyway with --allow-removed."
+    )
+    return False
 
 
 async def _read_journal(journal: pathlib.Path) -> tuple[str, Mapping[str, Any], Any]:
-    async with ka.SqliteJournal.open(journal) as store:
+    # Read-only: no lock, no write, so it works beside a live run and on read-only media.
+    async with ka.SqliteJournal.open(journal, readonly=True) as store:
         return store.batch_id, dict(store.options), await store.resume()
 
 
