@@ -306,6 +306,11 @@ def _cmd_status(args: argparse.Namespace) -> int:
 def _simulate(argv: Sequence[str]) -> int:
     from ..simulator import main as simulator_main  # noqa: PLC0415 - aiohttp.web only when used
 
+    missing = run.simulator_missing_message(key_hint=None)
+    if missing is not None and not {"-h", "--help"} & set(argv):
+        print(f"{PROG}: {missing}", file=sys.stderr)
+        return run.EXIT_USAGE
+
     try:
         return simulator_main(list(argv))
     except SystemExit as exc:  # argparse inside the simulator: --help or a usage error

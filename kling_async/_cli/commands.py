@@ -7,8 +7,10 @@ settings of a run are saved next to its journal so ``resume`` needs only the jou
 """
 
 import contextlib
+import importlib.metadata
 import json
 import pathlib
+import re
 import signal
 import sys
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -117,6 +119,51 @@ class UsageError(Exception):
     """Bad input or configuration: reported, exit code 2."""
 
 
+DISTRIBUTION: Final = "kling-async"
+SIMULATOR_EXTRA: Final = "simulator"
+_EXTRA_MARKER = re.compile(r"""extra\s*==\s*["']simulator["']""")
+_REQUIREMENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def missing_simulator_packages() -> list[str]:
+    """The packages of the ``simulator`` extra that are not installed (none: it can run).
+
+    Read from the installed package's own metadata, so whatever the extra lists (Pillow
+    for images, a video encoder) is checked. A source tree that is not installed has no
+    metadata: nothing is reported then.
+    """
+    try:
+        requirements = importlib.metadata.requires(DISTRIBUTION) or []
+    except importlib.metadata.PackageNotFoundError:
+        return []
+    missing: list[str] = []
+    for requirement in requirements:
+        spec, _, marker = requirement.partition(";")
+        name = _REQUIREMENT_NAME.match(spec.strip())
+        if name is None or _EXTRA_MARKER.search(marker) is None:
+            continue
+        try:
+            importlib.metadata.distribution(name.group())
+        except importlib.metadata.PackageNotFoundError:
+            missing.append(name.group())
+    return missing
+
+
+def simulator_missing_message(*, key_hint: str | None) -> str | None:
+    """Why the simulator cannot run here and what to install, or None when it can."""
+    missing = missing_simulator_packages()
+    if not missing:
+        return None
+    message = (
+        f"the local simulator needs the '{SIMULATOR_EXTRA}' extra, which is not installed "
+        f"(missing: {', '.join(missing)}). Install it with:  "
+        f"pip install '{DISTRIBUTION}[{SIMULATOR_EXTRA}]'"
+    )
+    if key_hint is not None:
+        message += f"  (or set {key_hint} to send the jobs to the real API)"
+    return message + ". Nothing was sent."
+
+
 @attrs.frozen
 class Target:
     """Where the requests go. Holds no key: keys stay in the environment."""
@@ -174,6 +221,17 @@ def resolve_target(settings: RunSettings, env: Mapping[str, str]) -> Target:
         )
     where = base_url or ("the CometAPI relay" if profile == "cometapi" else "Kling's API")
     return Target(False, profile, base_url, f"Sending to {where} (profile {profile}).")
+
+
+def _check_simulator(settings: RunSettings, target: Target, display: Display) -> bool:
+    if not target.simulated:
+        return True
+    hint = None if settings.simulate else _KEY_NAMES[target.profile]
+    message = simulator_missing_message(key_hint=hint)
+    if message is None:
+        return True
+    display.warning(f"kling-async: {message}")
+    return False
 
 
 @attrs.define
@@ -564,6 +622,8 @@ def run_command(
     except UsageError as exc:
         display.warning(f"kling-async: {exc}")
         return EXIT_USAGE
+    if not _check_simulator(settings, target, display):
+        return EXIT_USAGE
     display.notice(target.notice)
     known: list[str] = []
     if settings.journal.exists():
@@ -619,6 +679,8 @@ def resume_command(
         target = resolve_target(settings, env)
     except UsageError as exc:
         display.warning(f"kling-async: {exc}")
+        return EXIT_USAGE
+    if not _check_simulator(settings, target, display):
         return EXIT_USAGE
     display.notice(target.notice)
     if target.simulated:
