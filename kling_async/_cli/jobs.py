@@ -103,6 +103,8 @@ ALIASES: Final[Mapping[str, str]] = {
     "scence_image": "scene_image",
 }
 _IMAGE_ITEM_KEYS: Final = ("image", "subject_image")
+# Fields of prose, which may hold tabs and line breaks (codes, paths and URLs may not).
+_FREE_TEXT: Final = frozenset({"prompt", "negative_prompt"})
 _RESERVED: Final[Mapping[str, str]] = {
     "external_task_id": "set by the batch from the job key; leave it out",
 }
@@ -480,7 +482,7 @@ def _check_row(
             continue
         field_type = fields_for_kind[canonical]
         try:
-            _check_strings(canonical, value, free_text=field_type is FieldType.TEXT)
+            _check_strings(canonical, value, free_text=canonical in _FREE_TEXT)
             fields[canonical] = _read_field(canonical, field_type, value, base, from_csv=from_csv)
         except _RowError as exc:
             problems.append(JobProblem(line, key_text, exc.field or canonical, exc.rule))

@@ -284,12 +284,14 @@ class SqliteJournal:
 
     def _connect_readonly(self) -> sqlite3.Connection:
         uri = pathlib.Path(self._path).absolute().as_uri()
-        conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, isolation_level=None)
+        conn: sqlite3.Connection | None = None
         try:
+            conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, isolation_level=None)
             conn.execute("PRAGMA busy_timeout = 5000")
             conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
         except sqlite3.OperationalError:
-            conn.close()
+            if conn is not None:
+                conn.close()
             # Read-only media: a WAL reader cannot create the -shm file there. Nothing can
             # write the journal on such media, so it is read as an immutable file.
             conn = sqlite3.connect(f"{uri}?mode=ro&immutable=1", uri=True, isolation_level=None)
