@@ -332,7 +332,9 @@ def test_duration_may_be_a_whole_number_of_seconds(folder: pathlib.Path) -> None
     path = _write_jsonl(folder / "jobs.jsonl", {"key": "k", **GOOD, "duration": 10})
     _, jobs, problems = load_jobs(path)
     assert problems == ()
-    assert jobs[0].request.duration is ka.Duration.TEN
+    request = jobs[0].request
+    assert isinstance(request, ka.MultiImageToVideo)
+    assert request.duration is ka.Duration.TEN
 
 
 @pytest.mark.parametrize(
@@ -578,12 +580,12 @@ def test_a_full_disk_never_leaves_half_a_results_line(
             return real_write(fd, bytes(data[: len(data) // 2]))
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(results_mod.os, "write", half_then_full)
+    monkeypatch.setattr(os, "write", half_then_full)
     with pytest.raises(ResultsWriteError, match="No space left on device"):
         writer.write(_record("second"))
     lines = path.read_text(encoding="utf-8").splitlines()
     assert [json.loads(line)["key"] for line in lines] == ["first"]
-    monkeypatch.setattr(results_mod.os, "write", real_write)
+    monkeypatch.setattr(os, "write", real_write)
     writer.write(_record("third"))
     writer.close(["first", "second", "third"])
     keys = [json.loads(line)["key"] for line in path.read_text("utf-8").splitlines()]
@@ -602,7 +604,7 @@ def test_a_full_disk_at_compaction_keeps_the_appended_lines(
     def full(fd: int) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(results_mod.os, "fsync", full)
+    monkeypatch.setattr(os, "fsync", full)
     with pytest.raises(ResultsWriteError):
         writer.close(["a"])
     assert [json.loads(line)["key"] for line in path.read_text("utf-8").splitlines()] == ["a"]
@@ -621,16 +623,16 @@ def test_a_full_disk_during_a_run_is_a_clear_error(
     folder: pathlib.Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """results.jsonl fills the disk mid-run: exit 2, the reason and resume hint, whole lines."""
-    real_write = os.write
+    real_append = results_mod._append_whole
     calls = {"n": 0}
 
-    def full_after_two(fd: int, data: Any) -> int:
+    def full_after_two(fd: int, data: bytes) -> None:
         calls["n"] += 1
         if calls["n"] > 2:
             raise OSError(errno.ENOSPC, "No space left on device")
-        return real_write(fd, data)
+        real_append(fd, data)
 
-    monkeypatch.setattr(results_mod.os, "write", full_after_two)
+    monkeypatch.setattr(results_mod, "_append_whole", full_after_two)
     out = folder / "out"
     code = main(["run", "jobs.jsonl", "--out", str(out), "--time-scale", FAST, "-q"])
     err = capsys.readouterr().err
