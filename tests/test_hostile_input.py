@@ -945,3 +945,58 @@ def test_fuzzed_bytes_give_a_clean_exit_code(
             assert main(["validate", str(path), "--json"]) in {EXIT_OK, EXIT_USAGE}
     finally:
         path.unlink()
+
+
+def test_more_refusals_of_numbers_headers_and_base64(folder: pathlib.Path) -> None:
+    """Over-long floats, a CSV header with an open quote and a damaged Base64 end are refused."""
+    row = json.dumps({"key": "x", **GOOD})[:-1] + ', "cfg_scale": 0.' + "1" * 60 + "}"
+    assert _problems(_write_jsonl(folder / "jobs.jsonl", row)) == [
+        (1, None, None, "a number of 62 characters (at most 40)")
+    ]
+    header = folder / "header.csv"
+    header.write_text('key,"kind\nx,video\n', encoding="utf-8")
+    assert [p[0] for p in _problems(header)] == [1]
+    assert _problems(header)[0][3].startswith("unreadable CSV header")
+    word = folder / "word.csv"
+    word.write_text(
+        "key,kind,images,cfg_scale\nx,video,images/beach.png|images/house.png,abc\n",
+        encoding="utf-8",
+    )
+    assert _problems(word) == [(2, "x", "cfg_scale", "must be a number, not 'abc'")]
+    encoded = base64.b64encode(_jpeg()).decode("ascii")
+    with pytest.raises(ka.InvalidRequest, match="not valid Base64"):
+        check_image(ka.Image.from_base64(encoded[:-8] + "@@@@" + encoded[-4:]), "image")
+
+
+def test_results_that_cannot_be_written_stop_before_the_run(
+    folder: pathlib.Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A full disk while the skipped rows are written: exit 2 before any job is sent."""
+    _write_jsonl(folder / "mixed.jsonl", {"key": "ok", **GOOD}, {"key": "../bad", **GOOD})
+
+    def full(fd: int, data: bytes) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(results_mod, "_append_whole", full)
+    out = folder / "out"
+    code = main(["run", "mixed.jsonl", "--out", str(out), "--skip-invalid", "-q"])
+    assert code == EXIT_USAGE
+    assert "No space left on device" in capsys.readouterr().err
+    assert not (out / "ok.png").exists()
+
+
+def test_results_that_cannot_be_compacted_end_the_run_with_exit_2(
+    folder: pathlib.Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The run finished but results.jsonl cannot be rewritten: a clear error, exit 2."""
+
+    def full(self: ResultsWriter, order: object = ()) -> None:
+        raise ResultsWriteError(self.path, OSError(errno.ENOSPC, "No space left on device"))
+
+    monkeypatch.setattr(ResultsWriter, "close", full)
+    out = folder / "out"
+    code = main(["run", "jobs.jsonl", "--out", str(out), "--time-scale", FAST, "-q"])
+    assert code == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "cannot write" in err
+    assert "Traceback" not in err
