@@ -1000,3 +1000,19 @@ def test_results_that_cannot_be_compacted_end_the_run_with_exit_2(
     err = capsys.readouterr().err
     assert "cannot write" in err
     assert "Traceback" not in err
+
+
+def test_an_emptied_journal_stops_run_resume_and_status(
+    folder: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """journal.sqlite truncated to 0 bytes: run, resume and status exit 2; nothing is re-sent."""
+    journal = _finished_run(folder)
+    journal.write_bytes(b"")
+    results = (journal.parent / "results.jsonl").read_text("utf-8")
+    capsys.readouterr()
+    assert main(["status", str(journal)]) == EXIT_USAGE
+    assert main(["resume", str(journal), "-q"]) == EXIT_USAGE
+    assert main(["run", "jobs.jsonl", "--out", str(journal.parent), "-q"]) == EXIT_USAGE
+    assert "Nothing was sent" in capsys.readouterr().err
+    assert journal.read_bytes() == b""
+    assert (journal.parent / "results.jsonl").read_text("utf-8") == results

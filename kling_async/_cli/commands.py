@@ -628,6 +628,8 @@ def run_command(
     known: list[str] = []
     if settings.journal.exists():
         rows = _journal_rows(settings.journal, display)
+        if rows is None:
+            return EXIT_USAGE
         if not _removed_jobs_allowed(settings, jobs, rows, display, allow=allow_removed):
             return EXIT_USAGE
         known = [row.key for row in rows]
@@ -689,6 +691,8 @@ def resume_command(
             "the journal still holds every finished job."
         )
     rows = _journal_rows(journal, display)
+    if rows is None:
+        return EXIT_USAGE
     from_file = settings.jobs is not None and settings.jobs.exists()
     if from_file and not _removed_jobs_allowed(settings, jobs, rows, display, allow=allow_removed):
         return EXIT_USAGE
@@ -697,12 +701,17 @@ def resume_command(
     return BatchRun(settings, target, display, env, jobs, skipped, known).execute()
 
 
-def _journal_rows(journal: pathlib.Path, display: Display) -> list[Any]:
+def _journal_rows(journal: pathlib.Path, display: Display) -> list[Any] | None:
+    """The journal's rows, or None (and why) when it cannot be read.
+
+    Nothing may be sent then: an unreadable journal taken for a new run would send its
+    finished jobs again.
+    """
     try:
         _, _, plan = anyio.run(_read_journal, journal)
     except (ka.JournalError, OSError) as exc:
-        display.warning(f"kling-async: cannot read the journal {journal}: {exc}")
-        return []
+        display.warning(f"kling-async: cannot read the journal {journal}: {exc}. Nothing was sent.")
+        return None
     return [row for group in _plan_groups(plan) for row in group]
 
 
