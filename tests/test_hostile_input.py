@@ -47,7 +47,7 @@ from kling_async._cli.commands import (
 from kling_async._cli.jobs import MAX_JSON_DEPTH, load_jobs
 from kling_async._cli.progress import JobRecord, make_display
 from kling_async._cli.results import ResultsWriteError, ResultsWriter
-from kling_async._durable.records import fingerprint
+from kling_async._durable.records import ErrorRecord, fingerprint
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -1016,3 +1016,31 @@ def test_an_emptied_journal_stops_run_resume_and_status(
     assert "Nothing was sent" in capsys.readouterr().err
     assert journal.read_bytes() == b""
     assert (journal.parent / "results.jsonl").read_text("utf-8") == results
+
+
+async def _journal_hostile_failure(journal: pathlib.Path, job: Any, message: str) -> None:
+    async with ka.SqliteJournal.open(journal) as store:
+        record = request_to_record(job.request)
+        await store.add(job.key, job.request.kind.value, fingerprint(record), record)
+        await store.mark_submitting(job.key, "ext-1")
+        await store.mark_submitted(job.key, "task-1")
+        error = ErrorRecord(type="TaskFailed", message=message)
+        await store.mark_terminal(job.key, ka.JobState.FAILED, error=error)
+
+
+def test_status_shows_hostile_server_text_inert(
+    folder: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A failure message with rich markup and a terminal escape code: shown inert."""
+    _, jobs, _ = load_jobs(folder / "jobs.jsonl")
+    journal = folder / "journal.sqlite"
+    message = "[/red] boom \x1b[2J gone"
+    anyio.run(_journal_hostile_failure, journal, jobs[0], message)
+    assert main(["status", str(journal)]) == EXIT_OK
+    text = capsys.readouterr().out
+    assert "[/red] boom \\x1b[2J gone" in text
+    assert "\x1b" not in text
+    assert main(["status", str(journal), "--json"]) == EXIT_OK
+    data = json.loads(capsys.readouterr().out)
+    assert data["rows"][0]["error"]["message"] == message
+    assert run_mod._printable("tab\tok \ud800") == "tab\tok \\ud800"

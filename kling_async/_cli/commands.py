@@ -22,6 +22,7 @@ import attrs
 from rich import box
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 import kling_async as ka
 from kling_async.simulator import Simulator, SimulatorConfig
@@ -805,6 +806,8 @@ def status_command(journal: pathlib.Path, *, json_output: bool) -> int:
                 },
                 ensure_ascii=False,
             )
+            .encode("utf-8", "backslashreplace")
+            .decode("utf-8")
         )
         return EXIT_OK
     console = Console(highlight=False)
@@ -821,9 +824,15 @@ def status_command(journal: pathlib.Path, *, json_output: bool) -> int:
         table.add_column("error", overflow="fold")
         for row in shown[:STATUS_ROWS]:
             error = "" if row.error is None else f"{row.error.type}: {row.error.message}"
-            table.add_row(
-                row.key, row.kind, row.state.value, row.task_id or "", str(row.attempts), error
+            cells = (
+                row.key,
+                row.kind,
+                row.state.value,
+                row.task_id or "",
+                str(row.attempts),
+                error,
             )
+            table.add_row(*(Text(_printable(str(cell))) for cell in cells))
         console.print(table)
         if len(shown) > STATUS_ROWS:
             console.print(f"... and {len(shown) - STATUS_ROWS} more (use --json for all)")
@@ -833,6 +842,15 @@ def status_command(journal: pathlib.Path, *, json_output: bool) -> int:
         age = max(row.updated_at for row in rows) - min(row.created_at for row in rows)
         console.print(f"every job has ended ({format_duration(age)} from first to last)")
     return EXIT_OK
+
+
+_UNPRINTABLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def _printable(text: str) -> str:
+    """Text from a journal (so from a server) as a terminal may show it: no escape codes,
+    no lone surrogates (they are shown escaped)."""
+    return _UNPRINTABLE.sub(lambda match: ascii(match.group())[1:-1], text)
 
 
 def _row_json(row: Any) -> dict[str, object]:
