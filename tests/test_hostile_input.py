@@ -932,17 +932,21 @@ def test_fuzzed_csv_rows_never_crash(
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(data=st.binary(max_size=200), suffix=st.sampled_from([".jsonl", ".csv", ".txt"]))
+@given(
+    data=st.binary(max_size=200) | _LINE.map(str.encode),
+    suffix=st.sampled_from([".jsonl", ".csv", ".txt"]),
+    output=st.sampled_from([[], ["--json"], ["-q"]]),
+)
 def test_fuzzed_bytes_give_a_clean_exit_code(
-    fuzz_dir: pathlib.Path, data: bytes, suffix: str
+    fuzz_dir: pathlib.Path, data: bytes, suffix: str, output: list[str]
 ) -> None:
-    """Any bytes as a job file: validate returns 0 or 2 (never an exception)."""
+    """Any bytes as a job file, any output mode: validate returns 0 or 2, never raises."""
     with tempfile.NamedTemporaryFile("wb", suffix=suffix, dir=fuzz_dir, delete=False) as f:
         f.write(data)
     path = pathlib.Path(f.name)
     try:
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-            assert main(["validate", str(path), "--json"]) in {EXIT_OK, EXIT_USAGE}
+            assert main(["validate", str(path), *output]) in {EXIT_OK, EXIT_USAGE}
     finally:
         path.unlink()
 
@@ -1044,3 +1048,14 @@ def test_status_shows_hostile_server_text_inert(
     data = json.loads(capsys.readouterr().out)
     assert data["rows"][0]["error"]["message"] == message
     assert run_mod._printable("tab\tok \ud800") == "tab\tok \\ud800"
+
+
+def test_markup_in_a_job_file_is_shown_as_text(
+    folder: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A key and a field named like rich markup ("[/red]") are printed as they are."""
+    path = _write_jsonl(folder / "jobs.jsonl", {"key": "[/red]k", **GOOD, "[/bold]": 1})
+    assert main(["validate", str(path)]) == EXIT_USAGE
+    text = capsys.readouterr().out
+    assert "[/red]k" in text
+    assert "[/bold]" in text
