@@ -527,12 +527,16 @@ def _env() -> dict[str, str]:
     return env
 
 
-def test_ctrl_c_while_reading_a_job_file_in_a_real_process(tmp_path: pathlib.Path) -> None:
+@pytest.mark.parametrize("command", [["validate"], ["run", "--out", "out"]])
+def test_ctrl_c_while_reading_a_job_file_in_a_real_process(
+    tmp_path: pathlib.Path, command: list[str]
+) -> None:
     """SIGINT to a process blocked reading its job file (a FIFO): exit 130, no traceback."""
     fifo = tmp_path / "jobs.jsonl"
     os.mkfifo(fifo)
     process = subprocess.Popen(
-        [sys.executable, "-m", "kling_async._cli.app", "validate", str(fifo)],
+        [sys.executable, "-m", "kling_async._cli.app", command[0], str(fifo), *command[1:]],
+        cwd=tmp_path,
         env=_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
