@@ -71,6 +71,8 @@ from ._core.models import VideoAspectRatio as VideoAspectRatio
 from ._durable.downloads import Downloader as Downloader
 from ._durable.downloads import DownloadStatistics as DownloadStatistics
 from ._durable.downloads import UnsafeKey as UnsafeKey
+from ._durable.downloads import check_job_key as check_job_key
+from ._durable.records import JobState as JobState
 from ._durable.records import JournalConflict as JournalConflict
 from ._durable.records import JournalError as JournalError
 from ._durable.sqlite import SqliteJournal as SqliteJournal
@@ -126,6 +128,7 @@ __all__ = [
     "ImageAspectRatio",
     "ImageOrigin",
     "InvalidRequest",
+    "JobState",
     "JobStore",
     "JobTimedOut",
     "JournalConflict",
@@ -175,6 +178,7 @@ __all__ = [
     "WebhookSubscription",
     "WebhookVerificationError",
     "WebhookVerifier",
+    "check_job_key",
     "validate_request",
 ]
 

@@ -75,3 +75,10 @@ def test_errors_share_one_root() -> None:
         value = getattr(ka, name)
         if inspect.isclass(value) and issubclass(value, BaseException):
             assert issubclass(value, ka.KlingError | ValueError | TypeError | RuntimeError), name
+
+
+def test_check_job_key_is_the_public_key_rule() -> None:
+    """ka.check_job_key passes a plain key and raises ka.UnsafeKey for one that climbs out."""
+    ka.check_job_key("ok")
+    with pytest.raises(ka.UnsafeKey):
+        ka.check_job_key("../x")

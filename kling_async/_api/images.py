@@ -1,7 +1,8 @@
 """Reading and checking input images: format, size, dimensions, ratio; lazy Base64.
 
-Every rule is checked from the image's own bytes (magic number and header), never by
-decoding the picture, so checking a 10 MB file reads a few kilobytes.
+Every rule is checked from the image's own bytes (magic number and header, and the
+file's last bytes for the end marker a cut file lacks), never by decoding the picture,
+so checking a 10 MB file reads a few kilobytes.
 """
 
 import base64
@@ -10,7 +11,7 @@ import logging
 import os
 import pathlib
 import struct
-from typing import Final, Literal
+from typing import BinaryIO, Final, Literal
 
 import anyio.to_thread
 import attrs
@@ -56,6 +57,13 @@ _OTHER_FORMATS: Final = (
     (b"MM\x00*", "TIFF"),
 )
 _HEAD_BYTES: Final = 64 * 1024
+# A whole file has its end marker after the header: PNG's IEND chunk (with its fixed
+# CRC), JPEG's EOI. It is looked for in the last bytes first; only a file with data after
+# the marker (or a cut one) is searched further.
+_TAIL_BYTES: Final = 4 * 1024
+_PNG_END: Final = b"IEND\xaeB`\x82"
+_JPEG_END: Final = b"\xff\xd9"
+_PNG_HEADER_END: Final = 33  # signature (8) + IHDR chunk (25)
 # Files and buffers above this size are read and encoded in a worker thread.
 _OFFLOAD_BYTES: Final = 256 * 1024
 logger: Final = logging.getLogger("kling_async")
@@ -78,10 +86,15 @@ class _NeedMore(Exception):  # noqa: N818 - internal signal, never escapes this 
 
 
 def _sniff(data: bytes, field: str) -> ImageInfo:
+    return _sniff_header(data, field)[0]
+
+
+def _sniff_header(data: bytes, field: str) -> tuple[ImageInfo, int]:
+    """The header facts and the offset where the header ends (the end marker comes later)."""
     if not data:
         raise InvalidRequest(field, "empty image")
     if data.startswith(_PNG_MAGIC):
-        return _sniff_png(data, field)
+        return _sniff_png(data, field), _PNG_HEADER_END
     if data.startswith(_JPEG_MAGIC):
         return _sniff_jpeg(data, field)
     if len(data) < len(_PNG_MAGIC) and (_PNG_MAGIC.startswith(data) or data == _JPEG_MAGIC[:1]):
@@ -107,7 +120,7 @@ def _sniff_png(data: bytes, field: str) -> ImageInfo:
     return ImageInfo("png", width, height)
 
 
-def _sniff_jpeg(data: bytes, field: str) -> ImageInfo:
+def _sniff_jpeg(data: bytes, field: str) -> tuple[ImageInfo, int]:
     pos = 2
     while True:
         if pos + 2 > len(data):
@@ -134,7 +147,7 @@ def _sniff_jpeg(data: bytes, field: str) -> ImageInfo:
             height, width = struct.unpack(">HH", data[pos + 5 : pos + 9])
             if width == 0 or height == 0:
                 raise InvalidRequest(field, f"JPEG header damaged ({width}x{height})")
-            return ImageInfo("jpeg", width, height)
+            return ImageInfo("jpeg", width, height), pos + 2 + length
         pos += 2 + length
 
 
@@ -155,6 +168,54 @@ def sniff_image(data: bytes, field: str = "image") -> ImageInfo:
         raise InvalidRequest(
             field, f"truncated {kind} ({len(data)} bytes end before the header does)"
         ) from None
+
+
+def _has_end(info: ImageInfo, data: bytes, data_start: int, header_end: int) -> bool:
+    """Whether the end marker is in ``data`` (read at ``data_start``) after the header.
+
+    Only the bytes after the header count, so a thumbnail's marker in the metadata of a
+    file cut short does not pass for the image's own.
+    """
+    marker = _PNG_END if info.format == "png" else _JPEG_END
+    return marker in data[max(0, header_end - data_start) :]
+
+
+def _truncated(info: ImageInfo, field: str) -> InvalidRequest:
+    if info.format == "png":
+        return InvalidRequest(field, "truncated PNG (the file ends without its IEND chunk)")
+    return InvalidRequest(field, "truncated JPEG (the file ends without its EOI marker)")
+
+
+def _check_bytes_end(data: bytes, field: str) -> ImageInfo:
+    try:
+        info, header_end = _sniff_header(data, field)
+    except _NeedMore:
+        info, header_end = sniff_image(data, field), 0  # sniff_image raises "truncated"
+    if not _has_end(info, data, 0, header_end):
+        raise _truncated(info, field)
+    return info
+
+
+def _check_file_end(
+    stream: BinaryIO, size: int, head: bytes, info: ImageInfo, header_end: int, *, field: str
+) -> None:
+    tail_start = max(0, size - _TAIL_BYTES)
+    if tail_start <= len(head):
+        if not _has_end(info, head + stream.read(), 0, header_end):
+            raise _truncated(info, field)
+        return
+    stream.seek(tail_start)
+    if _has_end(info, stream.read(), tail_start, header_end):
+        return
+    # Data after the marker (or none): search the rest, a chunk at a time (<= 10 MB).
+    stream.seek(header_end)
+    marker = _PNG_END if info.format == "png" else _JPEG_END
+    carry = b""
+    while chunk := stream.read(_HEAD_BYTES):
+        if marker in carry + chunk:
+            return
+        carry = chunk[-(len(marker) - 1) :]
+    raise _truncated(info, field)
 
 
 def _check_info(info: ImageInfo, field: str) -> ImageInfo:
@@ -185,7 +246,7 @@ def validate_image_bytes(data: bytes, field: str = "image") -> ImageInfo:
         InvalidRequest: naming ``field`` and the rule broken.
     """
     _check_size(len(data), field)
-    return _check_info(sniff_image(data, field), field)
+    return _check_info(_check_bytes_end(data, field), field)
 
 
 def read_image_file(path: "str | os.PathLike[str]", field: str = "image") -> ImageInfo:
@@ -201,10 +262,12 @@ def read_image_file(path: "str | os.PathLike[str]", field: str = "image") -> Ima
             _check_size(size, field)
             head = stream.read(_HEAD_BYTES)
             try:
-                info = _sniff(head, field)
+                info, header_end = _sniff_header(head, field)
             except _NeedMore:
                 # A JPEG with large metadata before its frame header: read it all (<= 10 MB).
-                info = sniff_image(head + stream.read(), field)
+                info = _check_bytes_end(head + stream.read(), field)
+            else:
+                _check_file_end(stream, size, head, info, header_end, field=field)
     except OSError as exc:
         raise InvalidRequest(field, f"cannot read {file}: {exc.strerror or exc}") from None
     return _check_info(info, field)
@@ -253,10 +316,31 @@ def check_image(image: Image, field: str) -> ImageInfo | None:
     _check_size(decoded_base64_size(text), field)
     head = _decode_base64_head(text, field)
     try:
-        info = _sniff(head, field)
+        info, header_end = _sniff_header(head, field)
     except _NeedMore:
-        info = sniff_image(_decode_base64_head_full(text, field), field)
+        info = _check_bytes_end(_decode_base64_head_full(text, field), field)
+    else:
+        tail, tail_start = _decode_base64_tail(text, field)
+        if not _has_end(info, tail, tail_start, header_end):
+            # Data after the marker (or none): decode it all (<= 10 MB) and search.
+            _check_bytes_end(_decode_base64_head_full(text, field), field)
     return _check_info(info, field)
+
+
+def _decode_base64_tail(text: str, field: str) -> tuple[bytes, int]:
+    """The last bytes a Base64 text decodes to, and their offset (without decoding it all)."""
+    compact = "".join(text[-2 * _TAIL_BYTES :].split())
+    if len(text) > 2 * _TAIL_BYTES:
+        # Whole 4-character groups only; the text's end is aligned when it is valid Base64.
+        compact = compact[len(compact) % 4 :]
+    try:
+        tail = base64.b64decode(compact, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidRequest(field, "not valid Base64") from None
+    if len(text) <= 2 * _TAIL_BYTES:
+        return tail, 0
+    # Whitespace makes this offset too high, which only widens the region searched.
+    return tail, decoded_base64_size(text) - len(tail)
 
 
 def _decode_base64_head_full(text: str, field: str) -> bytes:

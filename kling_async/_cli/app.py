@@ -14,6 +14,7 @@ was stopped (authentication, balance), 130 interrupted (resume it).
 """
 
 import argparse
+import contextlib
 import importlib.metadata
 import logging
 import os
@@ -72,6 +73,12 @@ def _add_output_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_run_flags(parser: argparse.ArgumentParser, *, resume: bool) -> None:
+    parser.add_argument(
+        "--allow-removed",
+        action="store_true",
+        help="send journaled jobs that were never sent and are no longer in the job file "
+        "(without it such a run is refused)",
+    )
     limits = parser.add_argument_group("limits")
     limits.add_argument(
         "--concurrency",
@@ -295,7 +302,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         time_scale=args.time_scale,
         skip_invalid=args.skip_invalid,
     )
-    return run.run_command(settings, display, env=os.environ)
+    return run.run_command(settings, display, env=os.environ, allow_removed=args.allow_removed)
 
 
 def _cmd_resume(args: argparse.Namespace) -> int:
@@ -307,7 +314,9 @@ def _cmd_resume(args: argparse.Namespace) -> int:
     }
     if args.time_scale is not None:
         overrides["time_scale"] = args.time_scale
-    return run.resume_command(args.journal.resolve(), overrides, display, env=os.environ)
+    return run.resume_command(
+        args.journal.resolve(), overrides, display, env=os.environ, allow_removed=args.allow_removed
+    )
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
@@ -321,6 +330,11 @@ def _cmd_report(args: argparse.Namespace) -> int:
 def _simulate(argv: Sequence[str]) -> int:
     from ..simulator import main as simulator_main  # noqa: PLC0415 - aiohttp.web only when used
 
+    missing = run.simulator_missing_message(key_hint=None)
+    if missing is not None and not {"-h", "--help"} & set(argv):
+        print(f"{PROG}: {missing}", file=sys.stderr)
+        return run.EXIT_USAGE
+
     try:
         return simulator_main(list(argv))
     except SystemExit as exc:  # argparse inside the simulator: --help or a usage error
@@ -328,7 +342,20 @@ def _simulate(argv: Sequence[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run ``kling-async`` with ``argv`` (default ``sys.argv[1:]``); return the exit code."""
+    """Run ``kling-async`` with ``argv`` (default ``sys.argv[1:]``); return the exit code.
+
+    Ctrl-C anywhere (start-up, validation, the run, the summary) ends with exit code 130
+    and one line on stderr, never a traceback.
+    """
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        with contextlib.suppress(OSError, ValueError):
+            print(f"\n{PROG}: interrupted", file=sys.stderr, flush=True)
+        return run.EXIT_INTERRUPTED
+
+
+def _main(argv: list[str] | None) -> int:
     args_list = sys.argv[1:] if argv is None else list(argv)
     if args_list and args_list[0] == "simulate":
         return _simulate(args_list[1:])

@@ -7,9 +7,11 @@ settings of a run are saved next to its journal so ``resume`` needs only the jou
 """
 
 import contextlib
+import importlib.metadata
 import json
 import os
 import pathlib
+import re
 import signal
 import sys
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -20,6 +22,7 @@ import attrs
 from rich import box
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 import kling_async as ka
 from kling_async.simulator import Simulator, SimulatorConfig
@@ -29,6 +32,7 @@ from .progress import Display, JobRecord, ProgressTracker, RunSummary, format_du
 from .report import write_report
 from .results import (
     RESULTS_FILE,
+    ResultsWriteError,
     ResultsWriter,
     count_statuses,
     invalid_record,
@@ -134,6 +138,51 @@ class UsageError(Exception):
     """Bad input or configuration: reported, exit code 2."""
 
 
+DISTRIBUTION: Final = "kling-async"
+SIMULATOR_EXTRA: Final = "simulator"
+_EXTRA_MARKER = re.compile(r"""extra\s*==\s*["']simulator["']""")
+_REQUIREMENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def missing_simulator_packages() -> list[str]:
+    """The packages of the ``simulator`` extra that are not installed (none: it can run).
+
+    Read from the installed package's own metadata, so whatever the extra lists (Pillow
+    for images, a video encoder) is checked. A source tree that is not installed has no
+    metadata: nothing is reported then.
+    """
+    try:
+        requirements = importlib.metadata.requires(DISTRIBUTION) or []
+    except importlib.metadata.PackageNotFoundError:
+        return []
+    missing: list[str] = []
+    for requirement in requirements:
+        spec, _, marker = requirement.partition(";")
+        name = _REQUIREMENT_NAME.match(spec.strip())
+        if name is None or _EXTRA_MARKER.search(marker) is None:
+            continue
+        try:
+            importlib.metadata.distribution(name.group())
+        except importlib.metadata.PackageNotFoundError:
+            missing.append(name.group())
+    return missing
+
+
+def simulator_missing_message(*, key_hint: str | None) -> str | None:
+    """Why the simulator cannot run here and what to install, or None when it can."""
+    missing = missing_simulator_packages()
+    if not missing:
+        return None
+    message = (
+        f"the local simulator needs the '{SIMULATOR_EXTRA}' extra, which is not installed "
+        f"(missing: {', '.join(missing)}). Install it with:  "
+        f"pip install '{DISTRIBUTION}[{SIMULATOR_EXTRA}]'"
+    )
+    if key_hint is not None:
+        message += f"  (or set {key_hint} to send the jobs to the real API)"
+    return message + ". Nothing was sent."
+
+
 @attrs.frozen
 class Target:
     """Where the requests go. Holds no key: keys stay in the environment."""
@@ -191,6 +240,17 @@ def resolve_target(settings: RunSettings, env: Mapping[str, str]) -> Target:
         )
     where = base_url or ("the CometAPI relay" if profile == "cometapi" else "Kling's API")
     return Target(False, profile, base_url, f"Sending to {where} (profile {profile}).")
+
+
+def _check_simulator(settings: RunSettings, target: Target, display: Display) -> bool:
+    if not target.simulated:
+        return True
+    hint = None if settings.simulate else _KEY_NAMES[target.profile]
+    message = simulator_missing_message(key_hint=hint)
+    if message is None:
+        return True
+    display.warning(f"kling-async: {message}")
+    return False
 
 
 @attrs.define
@@ -411,18 +471,20 @@ class BatchRun:
         """Run the batch, write the results, show the summary; return the exit code."""
         try:
             self.writer.open()
+            for record in self.skipped:
+                self.writer.write(record)
         except OSError as exc:
             self.display.warning(f"kling-async: cannot write {self.writer.path}: {exc}")
+            self._close_results()
             return EXIT_USAGE
-        for record in self.skipped:
-            self.writer.write(record)
         code: int | None = None
         try:
             anyio.run(self.drive)
         except BaseException as exc:  # a second Ctrl-C, or an error of the whole run
             code = self._failure(_first_leaf(exc))
         finally:
-            self.writer.close(self.order)
+            if not self._close_results() and code is None:
+                code = EXIT_USAGE
         records = [self.writer.records[key] for key in self.order if key in self.writer.records]
         if code is None:
             code = self._exit_code(records)
@@ -439,10 +501,25 @@ class BatchRun:
             return
         self.display.notice(f"Report: {_display_path(path)}")
 
+    def _close_results(self) -> bool:
+        """Compact ``results.jsonl``; on a full disk say so and keep the appended lines."""
+        try:
+            self.writer.close(self.order)
+        except ResultsWriteError as exc:
+            self.display.warning(f"kling-async: {exc}")
+            return False
+        return True
+
     def _failure(self, leaf: BaseException) -> int | None:
         if isinstance(leaf, KeyboardInterrupt):
             self.state.interrupted = True
             return None
+        if isinstance(leaf, ResultsWriteError):
+            self.display.warning(
+                f"kling-async: {leaf}. The run stopped; the journal keeps every job. "
+                f"Free some space, then:  kling-async resume {_display_path(self.settings.journal)}"
+            )
+            return EXIT_USAGE
         if isinstance(leaf, ka.JournalConflict | ka.JournalError | ValueError | OSError):
             self.display.warning(f"kling-async: {leaf}")
             return EXIT_USAGE
@@ -560,7 +637,13 @@ def _skipped_records(problems: Sequence[JobProblem], kinds: Mapping[str, str]) -
     ]
 
 
-def run_command(settings: RunSettings, display: Display, env: Mapping[str, str]) -> int:
+def run_command(
+    settings: RunSettings,
+    display: Display,
+    env: Mapping[str, str],
+    *,
+    allow_removed: bool = False,
+) -> int:
     """``kling-async run``: check the file, then run it; return the exit code."""
     checked = _check_file(settings, display)
     if isinstance(checked, int):
@@ -571,10 +654,17 @@ def run_command(settings: RunSettings, display: Display, env: Mapping[str, str])
     except UsageError as exc:
         display.warning(f"kling-async: {exc}")
         return EXIT_USAGE
+    if not _check_simulator(settings, target, display):
+        return EXIT_USAGE
     display.notice(target.notice)
     known: list[str] = []
     if settings.journal.exists():
-        known = _journal_keys(settings.journal, display)
+        rows = _journal_rows(settings.journal, display)
+        if rows is None:
+            return EXIT_USAGE
+        if not _removed_jobs_allowed(settings, jobs, rows, display, allow=allow_removed):
+            return EXIT_USAGE
+        known = [row.key for row in rows]
         display.notice(
             f"Continuing the run in {_display_path(settings.journal)}: "
             "finished jobs are not sent again."
@@ -593,6 +683,8 @@ def resume_command(
     overrides: Mapping[str, Any],
     display: Display,
     env: Mapping[str, str],
+    *,
+    allow_removed: bool = False,
 ) -> int:
     """``kling-async resume``: continue the run of a journal; return the exit code."""
     if not journal.is_file():
@@ -622,28 +714,92 @@ def resume_command(
     except UsageError as exc:
         display.warning(f"kling-async: {exc}")
         return EXIT_USAGE
+    if not _check_simulator(settings, target, display):
+        return EXIT_USAGE
     display.notice(target.notice)
     if target.simulated:
         display.notice(
             "Note: tasks that ran on an earlier in-process simulator are gone with it; "
             "the journal still holds every finished job."
         )
-    known = _journal_keys(journal, display)
+    rows = _journal_rows(journal, display)
+    if rows is None:
+        return EXIT_USAGE
+    from_file = settings.jobs is not None and settings.jobs.exists()
+    if from_file and not _removed_jobs_allowed(settings, jobs, rows, display, allow=allow_removed):
+        return EXIT_USAGE
+    known = [row.key for row in rows]
     display.notice(f"Resuming {len(known)} journaled job(s) from {_display_path(journal)}.")
     return BatchRun(settings, target, display, env, jobs, skipped, known).execute()
 
 
-def _journal_keys(journal: pathlib.Path, display: Display) -> list[str]:
+def _journal_rows(journal: pathlib.Path, display: Display) -> list[Any] | None:
+    """The journal's rows, or None (and why) when it cannot be read.
+
+    Nothing may be sent then: an unreadable journal taken for a new run would send its
+    finished jobs again.
+    """
     try:
         _, _, plan = anyio.run(_read_journal, journal)
     except (ka.JournalError, OSError) as exc:
-        display.warning(f"kling-async: cannot read the journal {journal}: {exc}")
-        return []
-    return [row.key for group in _plan_groups(plan) for row in group]
+        display.warning(f"kling-async: cannot read the journal {journal}: {exc}. Nothing was sent.")
+        return None
+    return [row for group in _plan_groups(plan) for row in group]
+
+
+def _some(keys: Sequence[str], limit: int = 5) -> str:
+    shown = ", ".join(keys[:limit])
+    return shown if len(keys) <= limit else f"{shown} and {len(keys) - limit} more"
+
+
+def _removed_jobs_allowed(
+    settings: RunSettings,
+    jobs: Sequence[ParsedJob],
+    rows: Sequence[Any],
+    display: Display,
+    *,
+    allow: bool,
+) -> bool:
+    """Say how the job file differs from the journal; refuse to send jobs it no longer has.
+
+    A journaled job missing from the file is still run from the journal: harmless once
+    its task exists or it ended, but one never sent (PENDING) or maybe sent (SUBMITTING)
+    would be paid for. Those need ``--allow-removed``.
+    """
+    in_file = {job.key for job in jobs}
+    journaled = {row.key for row in rows}
+    removed = [row.key for row in rows if row.key not in in_file]
+    added = [job.key for job in jobs if job.key not in journaled]
+    if not removed:
+        if added and journaled:
+            display.notice(f"{settings.jobs} has {len(added)} job(s) new since the run began.")
+        return True
+    unsent = [
+        row.key
+        for row in rows
+        if row.key not in in_file and row.state in {ka.JobState.PENDING, ka.JobState.SUBMITTING}
+    ]
+    display.notice(
+        f"{settings.jobs} changed since the run began: {len(removed)} journaled job(s) are "
+        f"no longer in it ({_some(removed)}); {len(added)} job(s) are new."
+    )
+    if not unsent:
+        display.notice("The jobs no longer in the file have tasks already; they are followed up.")
+        return True
+    if allow:
+        display.notice(f"--allow-removed: sending {len(unsent)} of them ({_some(unsent)}).")
+        return True
+    display.warning(
+        f"kling-async: {len(unsent)} job(s) no longer in {settings.jobs} were not sent yet "
+        f"({_some(unsent)}); continuing would send them and they would be paid for. Nothing "
+        "was sent. Put them back in the file, or send them anyway with --allow-removed."
+    )
+    return False
 
 
 async def _read_journal(journal: pathlib.Path) -> tuple[str, Mapping[str, Any], Any]:
-    async with ka.SqliteJournal.open(journal) as store:
+    # Read-only: no lock, no write, so it works beside a live run and on read-only media.
+    async with ka.SqliteJournal.open(journal, readonly=True) as store:
         return store.batch_id, dict(store.options), await store.resume()
 
 
@@ -681,6 +837,8 @@ def status_command(journal: pathlib.Path, *, json_output: bool) -> int:
                 },
                 ensure_ascii=False,
             )
+            .encode("utf-8", "backslashreplace")
+            .decode("utf-8")
         )
         return EXIT_OK
     console = Console(highlight=False)
@@ -697,9 +855,15 @@ def status_command(journal: pathlib.Path, *, json_output: bool) -> int:
         table.add_column("error", overflow="fold")
         for row in shown[:STATUS_ROWS]:
             error = "" if row.error is None else f"{row.error.type}: {row.error.message}"
-            table.add_row(
-                row.key, row.kind, row.state.value, row.task_id or "", str(row.attempts), error
+            cells = (
+                row.key,
+                row.kind,
+                row.state.value,
+                row.task_id or "",
+                str(row.attempts),
+                error,
             )
+            table.add_row(*(Text(_printable(str(cell))) for cell in cells))
         console.print(table)
         if len(shown) > STATUS_ROWS:
             console.print(f"... and {len(shown) - STATUS_ROWS} more (use --json for all)")
@@ -726,6 +890,15 @@ def report_command(
         return EXIT_USAGE
     print(f"Report: {_display_path(path)}")
     return EXIT_OK
+
+
+_UNPRINTABLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def _printable(text: str) -> str:
+    """Text from a journal (so from a server) as a terminal may show it: no escape codes,
+    no lone surrogates (they are shown escaped)."""
+    return _UNPRINTABLE.sub(lambda match: ascii(match.group())[1:-1], text)
 
 
 def _row_json(row: Any) -> dict[str, object]:

@@ -12,7 +12,9 @@ import base64
 import binascii
 import csv
 import enum
+import io
 import json
+import math
 import os
 import pathlib
 import re
@@ -36,18 +38,32 @@ __all__ = [
 ]
 
 MAX_KEY_LENGTH: Final = 200
+MAX_JSON_DEPTH: Final = 16
+"""Deepest nesting of lists and objects in a JSONL row (a row needs 5 at most)."""
+MAX_NUMBER_CHARS: Final = 40
+"""Longest number literal read from a job file (a real value needs far fewer)."""
 
 _LIST_SEPARATOR: Final = "|"
 _BASE64_TEXT = re.compile(r"[A-Za-z0-9+/=\s_-]+")
 _DATA_URI = re.compile(r"data:[\w/+.-]*;base64,", re.IGNORECASE)
 _IMAGE_SUFFIXES: Final = (".png", ".jpg", ".jpeg")
 _IMAGE_COLUMN = re.compile(r"images?_?(\d+)")
+# A JSON string literal (escapes included), and the brackets left outside of strings.
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_JSON_BRACKET = re.compile(r"[\[\]{}]")
+# Control characters (C0, DEL, C1); free text may hold tabs and line breaks.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+_TEXT_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+# Unix, Windows and old Mac line ends only: U+2028 and friends are text, not line breaks.
+_LINE_END = re.compile(r"\r\n|\r|\n")
 
 
 class FieldType(enum.Enum):
     """How a field's value is read and checked."""
 
     TEXT = "text"
+    DURATION = "duration"
     INTEGER = "integer"
     NUMBER = "number"
     IMAGE = "image"
@@ -66,7 +82,7 @@ COMMON_FIELDS: Final[Mapping[str, FieldType]] = {
 VIDEO_FIELDS: Final[Mapping[str, FieldType]] = {
     **COMMON_FIELDS,
     "mode": FieldType.TEXT,
-    "duration": FieldType.TEXT,
+    "duration": FieldType.DURATION,
     "cfg_scale": FieldType.NUMBER,
     "static_mask": FieldType.IMAGE,
     "dynamic_masks": FieldType.MASKS,
@@ -88,6 +104,8 @@ ALIASES: Final[Mapping[str, str]] = {
     "scence_image": "scene_image",
 }
 _IMAGE_ITEM_KEYS: Final = ("image", "subject_image")
+# Fields of prose, which may hold tabs and line breaks (codes, paths and URLs may not).
+_FREE_TEXT: Final = frozenset({"prompt", "negative_prompt"})
 _RESERVED: Final[Mapping[str, str]] = {
     "external_task_id": "set by the batch from the job key; leave it out",
 }
@@ -227,15 +245,83 @@ def read_job_file(path: str | os.PathLike[str]) -> JobFile:
 _Row = tuple[int, Mapping[str, object] | JobProblem, bool]
 
 
+class _JsonLimit(Exception):  # noqa: N818 - internal signal, becomes a JobProblem
+    """A JSON row breaks a limit of the job file (depth, number size, duplicate key)."""
+
+    def __init__(self, field: str | None, rule: str) -> None:
+        super().__init__(rule)
+        self.field = field
+        self.rule = rule
+
+
+def _json_depth(text: str) -> int:
+    """How deeply lists and objects nest in ``text`` (strings skipped), without parsing it."""
+    depth = deepest = 0
+    for match in _JSON_BRACKET.finditer(_JSON_STRING.sub("", text)):
+        if match.group() in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        else:
+            depth -= 1
+    return deepest
+
+
+def _json_object(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    value: dict[str, object] = {}
+    for name, item in pairs:
+        if name in value:
+            raise _JsonLimit(_show(name), "given twice in one object")
+        value[name] = item
+    return value
+
+
+def _json_int(text: str) -> int:
+    if len(text) > MAX_NUMBER_CHARS:
+        raise _JsonLimit(None, f"a number of {len(text)} characters (at most {MAX_NUMBER_CHARS})")
+    return int(text)
+
+
+def _json_float(text: str) -> float:
+    if len(text) > MAX_NUMBER_CHARS:
+        raise _JsonLimit(None, f"a number of {len(text)} characters (at most {MAX_NUMBER_CHARS})")
+    value = float(text)
+    if not math.isfinite(value):
+        raise _JsonLimit(None, f"the number {text} is out of range")
+    return value
+
+
+def _json_constant(text: str) -> object:
+    raise _JsonLimit(None, f"{text} is not a JSON number")
+
+
+def _parse_json(text: str) -> tuple[object, _JsonLimit | None]:
+    if _json_depth(text) > MAX_JSON_DEPTH:
+        return None, _JsonLimit(None, f"nested deeper than {MAX_JSON_DEPTH} levels")
+    try:
+        value = json.loads(
+            text,
+            object_pairs_hook=_json_object,
+            parse_int=_json_int,
+            parse_float=_json_float,
+            parse_constant=_json_constant,
+        )
+    except _JsonLimit as exc:
+        return None, exc
+    except json.JSONDecodeError as exc:
+        return None, _JsonLimit(None, f"not valid JSON ({exc.msg} at column {exc.colno})")
+    except RecursionError:  # pragma: no cover - the depth check above comes first
+        return None, _JsonLimit(None, f"nested deeper than {MAX_JSON_DEPTH} levels")
+    return value, None
+
+
 def _jsonl_rows(text: str) -> Iterator[_Row]:
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in enumerate(_LINE_END.split(text), start=1):
         stripped = line.strip()
         if not stripped or stripped.startswith(("#", "//")):
             continue
-        try:
-            value = json.loads(stripped)
-        except json.JSONDecodeError as exc:
-            yield number, JobProblem(number, None, None, f"not valid JSON ({exc.msg})"), False
+        value, problem = _parse_json(stripped)
+        if problem is not None:
+            yield number, JobProblem(number, None, problem.field, problem.rule), False
             continue
         if not isinstance(value, dict):
             rule = f"expected a JSON object, got {_json_type(value)}"
@@ -244,34 +330,90 @@ def _jsonl_rows(text: str) -> Iterator[_Row]:
         yield number, value, False
 
 
-def _csv_rows(text: str) -> Iterator[_Row]:
+def _delimiter(text: str) -> str:
+    # Only the delimiter is guessed: quoting stays the spreadsheet standard ('"', doubled
+    # to escape), since a guessed quoting turns a stray quote into silent cell merging.
     try:
-        dialect: type[csv.Dialect] = csv.Sniffer().sniff(text[:4096], delimiters=",;\t")
+        return csv.Sniffer().sniff(text[:4096], delimiters=",;\t").delimiter
     except csv.Error:
-        dialect = csv.excel
-    reader = csv.reader(text.splitlines(keepends=True), dialect)
+        return ","
+
+
+def _csv_rows(text: str) -> Iterator[_Row]:
+    # Universal line ends only (newline=""), so a cell may hold U+2028; strict=True makes
+    # a stray or unterminated quote an error instead of a cell that swallows later rows.
+    lines = io.StringIO(text, newline="").readlines()
+    delimiter = _delimiter(text)
+    reader = csv.reader(lines, csv.excel, delimiter=delimiter, strict=True)
     try:
         header = [_column_name(name) for name in next(reader)]
     except StopIteration:
         return
-    start = reader.line_num + 1
-    try:
-        for cells in reader:
-            line, start = start, reader.line_num + 1
+    except csv.Error as exc:
+        yield 1, JobProblem(1, None, None, f"unreadable CSV header ({exc})"), True
+        return
+    offset = reader.line_num
+    repeated = _repeated_column(header)
+    while offset < len(lines):
+        restart = None
+        reader = csv.reader(lines[offset:], csv.excel, delimiter=delimiter, strict=True)
+        start = offset + 1
+        while True:
+            try:
+                cells = next(reader)
+            except StopIteration:
+                break
+            except csv.Error as exc:
+                line, end = start, offset + reader.line_num
+                if "end of data" in str(exc):
+                    rule = "unterminated quote: the quoted cell runs to the end of the file"
+                elif end > line:
+                    rule = f"unbalanced quote: a quoted cell runs on to line {end} ({exc})"
+                else:
+                    rule = f"unreadable CSV ({exc})"
+                yield line, JobProblem(line, None, None, rule), True
+                if end > line:
+                    # The bad record ran over later lines: read them again as rows.
+                    restart = line
+                    break
+                start = end + 1
+                continue
+            line, start = start, offset + reader.line_num + 1
             if not any(cell.strip() for cell in cells):
                 continue
-            if len(cells) > len(header):
-                rule = f"{len(cells)} cells but the header names {len(header)} columns"
-                yield line, JobProblem(line, None, None, rule), True
-                continue
-            row: dict[str, object] = {
-                name: cell.strip()
-                for name, cell in zip(header, cells, strict=False)
-                if name and cell.strip()
-            }
-            yield line, _gather_image_columns(row), True
-    except csv.Error as exc:
-        yield start, JobProblem(start, None, None, f"unreadable CSV ({exc})"), True
+            yield line, _csv_row(line, header, cells, repeated), True
+        if restart is None:
+            return
+        offset = restart
+
+
+def _repeated_column(header: list[str]) -> JobProblem | None:
+    seen: dict[str, int] = {}
+    for number, name in enumerate(header, start=1):
+        if not name:
+            continue
+        if name in seen:
+            column = _show(name)
+            rule = f"not read: the header names column {column!r} twice ({seen[name]} and {number})"
+            return JobProblem(0, None, None, rule)
+        seen[name] = number
+    return None
+
+
+def _csv_row(
+    line: int, header: list[str], cells: list[str], repeated: JobProblem | None
+) -> Mapping[str, object] | JobProblem:
+    if repeated is not None:
+        return attrs.evolve(repeated, line=line)
+    if len(cells) > len(header):
+        rule = f"{len(cells)} cells but the header names {len(header)} columns"
+        return JobProblem(line, None, None, rule)
+    row: dict[str, object] = {
+        name: cell.strip()
+        for name, cell in zip(header, cells, strict=False)
+        if name and cell.strip()
+    }
+    return _gather_image_columns(row)
 
 
 def _column_name(header: str) -> str:
@@ -332,17 +474,17 @@ def _check_row(
                 if canonical in FIELDS_BY_KIND[other]
                 else "unknown field"
             )
-            problems.append(JobProblem(line, key_text, name, rule))
+            problems.append(JobProblem(line, key_text, _show(name), rule))
             continue
         if canonical in fields:
             problems.append(JobProblem(line, key_text, name, f"given twice (also as {canonical})"))
             continue
         if value is None:
             continue
+        field_type = fields_for_kind[canonical]
         try:
-            fields[canonical] = _read_field(
-                canonical, fields_for_kind[canonical], value, base, from_csv=from_csv
-            )
+            _check_strings(canonical, value, free_text=canonical in _FREE_TEXT)
+            fields[canonical] = _read_field(canonical, field_type, value, base, from_csv=from_csv)
         except _RowError as exc:
             problems.append(JobProblem(line, key_text, exc.field or canonical, exc.rule))
     has_images = any(ALIASES.get(name, name) == "images" for name in row)
@@ -364,18 +506,57 @@ def _read_key(value: object) -> str | _RowError:
         return _RowError("key", "must not be empty")
     if len(key) > MAX_KEY_LENGTH:
         return _RowError("key", f"at most {MAX_KEY_LENGTH} characters, got {len(key)}")
-    if any(ord(char) < 32 or ord(char) == 127 for char in key):
+    if _CONTROL.search(key) is not None:
         return _RowError("key", "must not contain control characters")
+    try:
+        ka.check_job_key(key)
+    except ka.UnsafeKey as exc:
+        return _RowError("key", exc.rule)
     return key
+
+
+def _check_strings(name: str, value: object, *, free_text: bool) -> None:
+    """Refuse control characters (NUL included) and lone surrogates in any string of a field.
+
+    Free text (a prompt) may hold tabs and line breaks; paths, URLs and codes may not.
+    """
+    if isinstance(value, str):
+        control = (_TEXT_CONTROL if free_text else _CONTROL).search(value)
+        if control is not None:
+            code = f"U+{ord(control.group()):04X}"
+            raise _RowError(name, f"must not contain control characters ({code})")
+        if _SURROGATE.search(value) is not None:
+            raise _RowError(name, "must be valid Unicode (holds a lone surrogate)")
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _check_strings(f"{name}[{index}]", item, free_text=free_text)
+    elif isinstance(value, dict):
+        for item_name, item in value.items():
+            _check_strings(f"{name}.{_show(item_name)}", item, free_text=free_text)
+
+
+def _show(text: str) -> str:
+    """``text`` as it can be printed: control characters and surrogates escaped."""
+    if text.isprintable():
+        return text
+    return text.encode("unicode_escape", "backslashreplace").decode("ascii")
 
 
 def _read_field(
     name: str, kind: FieldType, value: object, base: pathlib.Path, *, from_csv: bool
 ) -> FieldValue:
     if kind is FieldType.TEXT:
-        if isinstance(value, bool) or not isinstance(value, str | int | float):
+        # Strict: a prompt of 5 is a mistake in the file, not text to send.
+        if not isinstance(value, str):
             raise _RowError(name, f"must be a string, not {_json_type(value)}")
-        return str(value)
+        return value
+    if kind is FieldType.DURATION:
+        # "5" as on the wire, or the whole number of seconds.
+        if isinstance(value, int) and not isinstance(value, bool):
+            return str(value)
+        if not isinstance(value, str):
+            raise _RowError(name, f'must be a string such as "5", not {_json_type(value)}')
+        return value
     if kind is FieldType.INTEGER:
         return _read_integer(name, value)
     if kind is FieldType.NUMBER:
@@ -398,34 +579,45 @@ def _read_integer(name: str, value: object) -> int:
         return value
     if isinstance(value, float) and value.is_integer():
         return int(value)
-    if isinstance(value, str):
+    if isinstance(value, str) and len(value.strip()) <= MAX_NUMBER_CHARS:
         try:
             return int(value.strip())
         except ValueError:
             pass
-    raise _RowError(name, f"must be a whole number, not {value!r}")
+    raise _RowError(name, f"must be a whole number, not {_clip(value)!r}")
 
 
 def _read_number(name: str, value: object) -> float:
     if isinstance(value, bool):
         raise _RowError(name, "must be a number, not a boolean")
     if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, str):
+        number = float(value)
+    elif isinstance(value, str) and len(value.strip()) <= MAX_NUMBER_CHARS:
         try:
-            return float(value.strip())
+            number = float(value.strip())
         except ValueError:
-            pass
-    raise _RowError(name, f"must be a number, not {value!r}")
+            raise _RowError(name, f"must be a number, not {_clip(value)!r}") from None
+    else:
+        raise _RowError(name, f"must be a number, not {_clip(value)!r}")
+    if not math.isfinite(number):
+        raise _RowError(name, f"must be a finite number, not {_clip(value)!r}")
+    return number
+
+
+def _clip(value: object) -> object:
+    # A value quoted in a message, cut short so a huge cell cannot flood the report.
+    if isinstance(value, str) and len(value) > MAX_NUMBER_CHARS:
+        return value[:MAX_NUMBER_CHARS] + "..."
+    return value
 
 
 def _split_cell(name: str, cell: str, *, json_only: bool) -> object:
     text = cell.strip()
     if text.startswith("[") or json_only:
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise _RowError(name, f"not a valid JSON list ({exc.msg})") from None
+        value, problem = _parse_json(text)
+        if problem is not None:
+            raise _RowError(problem.field or name, f"not a valid JSON list ({problem.rule})")
+        return value
     return [part.strip() for part in text.split(_LIST_SEPARATOR) if part.strip()]
 
 

@@ -495,7 +495,8 @@ class _ConsoleDisplay(Display):
         table.add_column("field")
         table.add_column("rule", overflow="fold")
         for problem in problems:
-            table.add_row(str(problem.line), problem.key or "", problem.field or "", problem.rule)
+            cells = (str(problem.line), problem.key or "", problem.field or "", problem.rule)
+            table.add_row(*map(Text, cells))  # Text: a job file's "[/red]" is not markup
         self.console.print(table)
 
     def summary(self, summary: RunSummary) -> None:
@@ -529,11 +530,11 @@ def render_summary(summary: RunSummary, *, terminal: bool) -> RenderableType:
     table.add_row("requests made", f"{requests} ({detail})" if detail else str(requests))
     table.add_row("retries", str(summary.retries))
     if summary.results_path:
-        table.add_row("results", summary.results_path)
+        table.add_row("results", Text(summary.results_path))
     if summary.out_dir:
-        table.add_row("files in", summary.out_dir)
+        table.add_row("files in", Text(summary.out_dir))
     if summary.journal:
-        table.add_row("journal", summary.journal)
+        table.add_row("journal", Text(summary.journal))
     if summary.stop_reason:
         table.add_row("stopped by", Text(summary.stop_reason, style="magenta" if terminal else ""))
     return table

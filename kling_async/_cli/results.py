@@ -10,7 +10,7 @@ import json
 import os
 import pathlib
 from collections.abc import Iterable, Mapping
-from typing import IO, Final
+from typing import Final
 
 import kling_async as ka
 
@@ -19,6 +19,7 @@ from .progress import JobRecord
 
 __all__ = [
     "RESULTS_FILE",
+    "ResultsWriteError",
     "ResultsWriter",
     "count_statuses",
     "error_json",
@@ -28,6 +29,8 @@ __all__ = [
 ]
 
 RESULTS_FILE: Final = "results.jsonl"
+# What a damaged line of an earlier run raises when read back (it is skipped).
+_UNREADABLE_LINE: Final = (ValueError, LookupError, TypeError, AttributeError, RecursionError)
 
 
 def error_json(error: BaseException) -> dict[str, object]:
@@ -131,17 +134,53 @@ def total_units(records: Iterable[JobRecord]) -> float | None:
     return total
 
 
+class ResultsWriteError(OSError):
+    """``results.jsonl`` cannot be written (a full disk, a lost mount): the run stops."""
+
+    def __init__(self, path: pathlib.Path, cause: OSError) -> None:
+        reason = cause.strerror or str(cause)
+        super().__init__(cause.errno, f"cannot write {path}: {reason}")
+        self.path = path
+
+    def __str__(self) -> str:
+        return str(self.args[1])
+
+
+def _line(record: JobRecord) -> bytes:
+    """One results line, UTF-8; text a server sent that is not valid Unicode is escaped."""
+    data = record.to_json()
+    try:
+        return (json.dumps(data, ensure_ascii=False) + "\n").encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate from a hostile server
+        return (json.dumps(data) + "\n").encode("ascii")
+
+
+def _append_whole(fd: int, data: bytes) -> None:
+    """Append ``data`` to ``fd`` entirely or not at all (a short write is cut back off)."""
+    start = os.lseek(fd, 0, os.SEEK_END)
+    view = memoryview(data)
+    try:
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, start)
+        raise
+
+
 class ResultsWriter:
     """Appends one line per finished job to ``results.jsonl``; compacts it on close.
 
     Lines of an earlier run in the same folder are kept (a resume adds to them); the
-    last line for a key wins.
+    last line for a key wins. Every line is written whole or not at all: when the disk
+    is full, the part written is cut off again and :class:`ResultsWriteError` is raised.
     """
 
     def __init__(self, path: pathlib.Path) -> None:
         self.path = path
         self._records: dict[str, JobRecord] = {}
-        self._stream: IO[str] | None = None
+        self._fd: int | None = None
 
     def __enter__(self) -> "ResultsWriter":
         self.open()
@@ -159,33 +198,51 @@ class ResultsWriter:
         """Read the lines of an earlier run, then open the file for appending."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if self.path.exists():
-            with self.path.open(encoding="utf-8") as stream:
+            with self.path.open(encoding="utf-8", errors="replace") as stream:
                 for line in stream:
-                    with contextlib.suppress(ValueError, KeyError, TypeError):
+                    with contextlib.suppress(
+                        ValueError, LookupError, TypeError, AttributeError, RecursionError
+                    ):
                         record = JobRecord.from_json(json.loads(line))
                         self._records[record.key] = record
-        self._stream = self.path.open("a", encoding="utf-8")
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
 
     def write(self, record: JobRecord) -> None:
-        """Append one record and flush it."""
+        """Append one record (a whole line, or nothing).
+
+        Raises:
+            ResultsWriteError: the line cannot be written (the file holds no part of it).
+        """
         self._records[record.key] = record
-        if self._stream is not None:
-            self._stream.write(json.dumps(record.to_json(), ensure_ascii=False) + "\n")
-            self._stream.flush()
+        if self._fd is not None:
+            try:
+                _append_whole(self._fd, _line(record))
+            except OSError as exc:
+                raise ResultsWriteError(self.path, exc) from None
 
     def close(self, order: Iterable[str] = ()) -> None:
-        """Rewrite the file with one line per key: ``order`` first, then the rest."""
-        if self._stream is None:
+        """Rewrite the file with one line per key: ``order`` first, then the rest.
+
+        Raises:
+            ResultsWriteError: the compacted file cannot be written; the appended lines
+                are left as they are (whole).
+        """
+        if self._fd is None:
             return
-        self._stream.close()
-        self._stream = None
+        os.close(self._fd)
+        self._fd = None
         keys = [key for key in dict.fromkeys(order) if key in self._records]
         listed = set(keys)
         keys += [key for key in self._records if key not in listed]
         temporary = self.path.with_name(self.path.name + ".tmp")
-        with temporary.open("w", encoding="utf-8") as stream:
-            for key in keys:
-                stream.write(json.dumps(self._records[key].to_json(), ensure_ascii=False) + "\n")
-            stream.flush()
-            os.fsync(stream.fileno())
-        temporary.replace(self.path)
+        try:
+            with temporary.open("wb") as stream:
+                for key in keys:
+                    stream.write(_line(self._records[key]))
+                stream.flush()
+                os.fsync(stream.fileno())
+            temporary.replace(self.path)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                temporary.unlink()
+            raise ResultsWriteError(self.path, exc) from None

@@ -46,6 +46,7 @@ __all__ = [
     "DownloadStatistics",
     "Downloader",
     "UnsafeKey",
+    "check_job_key",
     "file_stem",
     "media_of",
     "result_suffix",
@@ -79,6 +80,7 @@ _CHUNK = 256 * 1024
 _SPILL = 4 * 1024 * 1024
 _MAX_STEM = 100
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _WINDOWS_RESERVED = frozenset(
     {"con", "prn", "aux", "nul"}
     | {f"com{i}" for i in range(1, 10)}
@@ -89,7 +91,26 @@ _MS_THRESHOLD = 1e11  # Unix seconds pass 1e11 in the year 5138
 
 
 class UnsafeKey(ValueError):  # noqa: N818 -- a misuse error named for what is wrong
-    """A job key cannot name a file: empty, NUL, an absolute path or a ``..`` part."""
+    """A job key cannot name a file: empty, NUL, not UTF-8, absolute, or with a ``..`` part.
+
+    ``rule`` says what is wrong, without the key (a job file shows it beside its line).
+    """
+
+    def __init__(self, key: str, rule: str) -> None:
+        super().__init__(f"job key {key!r} {rule}")
+        self.rule = rule
+
+
+def check_job_key(key: str) -> None:
+    """Check that ``key`` can name a job's result files, as a batch with ``out_dir`` will.
+
+    The same rule the batch applies when the job is fed, so a job file can be checked
+    before anything is sent (and paid for).
+
+    Raises:
+        UnsafeKey: the key cannot name a file (see :func:`file_stem`).
+    """
+    file_stem(key)
 
 
 def file_stem(key: str) -> str:
@@ -100,14 +121,17 @@ def file_stem(key: str) -> str:
     short hash of the key is appended, so two different keys never share a name.
 
     Raises:
-        UnsafeKey: the key is empty, holds NUL, is an absolute path or has a ``..`` part.
+        UnsafeKey: the key is empty, holds NUL or a lone surrogate (not UTF-8), is an
+            absolute path or has a ``..`` part.
     """
     if not key or "\x00" in key:
-        raise UnsafeKey(f"job key {key!r} cannot name a file (empty or NUL)")
+        raise UnsafeKey(key, "cannot name a file (empty or NUL)")
+    if _SURROGATE.search(key) is not None:
+        raise UnsafeKey(key, "cannot name a file (a lone surrogate is not valid Unicode)")
     if key.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", key):
-        raise UnsafeKey(f"job key {key!r} is an absolute path")
+        raise UnsafeKey(key, "cannot name a file (an absolute path)")
     if ".." in re.split(r"[\\/]", key):
-        raise UnsafeKey(f"job key {key!r} climbs out of the output folder ('..')")
+        raise UnsafeKey(key, "cannot name a file (a '..' part climbs out of the output folder)")
     stem = _SAFE.sub("_", key).lstrip(".-")
     if stem != key or len(stem) > _MAX_STEM or stem.split(".", 1)[0].lower() in _WINDOWS_RESERVED:
         digest = hashlib.sha256(key.encode()).hexdigest()[:10]

@@ -344,10 +344,7 @@ class SqliteJournal:
     def _connect(self) -> sqlite3.Connection:
         # isolation_level=None: transactions are begun and committed by the writer loop only.
         if self._readonly:
-            uri = f"{pathlib.Path(self._path).absolute().as_uri()}?mode=ro"
-            conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=True)
-            conn.execute("PRAGMA busy_timeout = 5000")
-            return conn
+            return self._connect_readonly()
         conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=True)
         try:
             conn.execute("PRAGMA busy_timeout = 5000")
@@ -360,6 +357,21 @@ class SqliteJournal:
         if str(mode).lower() != "wal":
             conn.close()
             raise JournalError(f"journal {self._path!r}: WAL mode unavailable ({mode})")
+        return conn
+
+    def _connect_readonly(self) -> sqlite3.Connection:
+        uri = pathlib.Path(self._path).absolute().as_uri()
+        conn: sqlite3.Connection | None = None
+        try:
+            conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, isolation_level=None)
+            conn.execute("PRAGMA busy_timeout = 5000")
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except sqlite3.OperationalError:
+            if conn is not None:
+                conn.close()
+            # Read-only media: a WAL reader cannot create the -shm file there. Nothing can
+            # write the journal on such media, so it is read as an immutable file.
+            conn = sqlite3.connect(f"{uri}?mode=ro&immutable=1", uri=True, isolation_level=None)
         return conn
 
     def _load_meta(
