@@ -71,8 +71,15 @@ from ._core.models import VideoAspectRatio as VideoAspectRatio
 from ._durable.downloads import Downloader as Downloader
 from ._durable.downloads import DownloadStatistics as DownloadStatistics
 from ._durable.downloads import UnsafeKey as UnsafeKey
+from ._durable.records import ErrorRecord as ErrorRecord
+from ._durable.records import FileRecord as FileRecord
+from ._durable.records import JobRecord as JobRecord
+from ._durable.records import JobState as JobState
 from ._durable.records import JournalConflict as JournalConflict
 from ._durable.records import JournalError as JournalError
+from ._durable.records import JournalLost as JournalLost
+from ._durable.records import JournalStatistics as JournalStatistics
+from ._durable.records import ResumePlan as ResumePlan
 from ._durable.sqlite import SqliteJournal as SqliteJournal
 from ._durable.store import JobStore as JobStore
 from ._durable.store import MemoryStore as MemoryStore
@@ -81,7 +88,11 @@ from ._engine import BatchProducer as BatchProducer
 from ._engine import BatchStatistics as BatchStatistics
 from ._engine import BatchStore as BatchStore
 from ._engine import EngineStatistics as EngineStatistics
+from ._engine import LaneStatistics as LaneStatistics
 from ._engine import Outcome as Outcome
+from ._engine import RateStatistics as RateStatistics
+from ._engine import SchedulerStatistics as SchedulerStatistics
+from ._engine import SlotStatistics as SlotStatistics
 from ._webhooks.config import WebhookConfig as WebhookConfig
 from ._webhooks.receiver import WebhookReceiver as WebhookReceiver
 from ._webhooks.receiver import WebhookStatistics as WebhookStatistics
@@ -119,6 +130,8 @@ __all__ = [
     "Duration",
     "DynamicMask",
     "EngineStatistics",
+    "ErrorRecord",
+    "FileRecord",
     "GeneratedImage",
     "HttpRequest",
     "HttpResponse",
@@ -126,14 +139,19 @@ __all__ = [
     "ImageAspectRatio",
     "ImageOrigin",
     "InvalidRequest",
+    "JobRecord",
+    "JobState",
     "JobStore",
     "JobTimedOut",
     "JournalConflict",
     "JournalError",
+    "JournalLost",
+    "JournalStatistics",
     "Kind",
     "KindRules",
     "Kling",
     "KlingError",
+    "LaneStatistics",
     "Limits",
     "MalformedResponse",
     "MemoryStore",
@@ -149,13 +167,17 @@ __all__ = [
     "PollPolicy",
     "Profile",
     "RateLimited",
+    "RateStatistics",
     "RejectReason",
     "Request",
     "RequestTimeout",
     "ResultExpired",
+    "ResumePlan",
     "Rules",
+    "SchedulerStatistics",
     "Scope",
     "ServerError",
+    "SlotStatistics",
     "SqliteJournal",
     "Status",
     "SystemClock",

@@ -155,7 +155,7 @@ class Client:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await self.aclose()  # the package's one way out (as AsyncClosing, not shown in help)
+        await self.aclose()
 
     def __repr__(self) -> str:
         return f"Client(profile={self._profile!r}, state={self._state.value})"
@@ -335,18 +335,20 @@ class Client:
             deadline: Seconds per job, from its submission, before it ends TIMED_OUT.
             store: Where job states are written (the journal's seam; default: nowhere).
         """
-        batch = self._engine.batch(
-            batch_id=batch_id, max_pending=max_pending, deadline=deadline, store=store
-        )
+        prepare = None
         if journal is not None or out_dir is not None:
             if store is not None:
                 raise ValueError("pass either journal=/out_dir= or store=, not both")
-            batch.configure(
-                prepare=functools.partial(
-                    _journaled.prepare, journal=journal, out_dir=out_dir, batch_id=batch_id
-                )
+            prepare = functools.partial(
+                _journaled.prepare, journal=journal, out_dir=out_dir, batch_id=batch_id
             )
-        return batch
+        return self._engine.batch(
+            batch_id=batch_id,
+            max_pending=max_pending,
+            deadline=deadline,
+            store=store,
+            prepare=prepare,
+        )
 
     def refresh(self, task_id: str) -> bool:
         """Make a running task due for a poll now (a webhook hint); False if unknown."""

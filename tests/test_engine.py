@@ -892,15 +892,16 @@ async def test_resume_polls_submitted_tasks_and_reconciles_submitting_ones() -> 
         known = await fake.create_task(video(), external_task_id="b-running")
         await fake.create_task(video(), external_task_id="b-sent")
         async with engine.batch(batch_id="b") as batch:
-            batch.restore(Outcome(key="done", kind=Kind.VIDEO, status=JobStatus.SUCCEEDED))
+            control = batch._control  # the durable layer's side of the batch
+            control.restore(Outcome(key="done", kind=Kind.VIDEO, status=JobStatus.SUCCEEDED))
             with pytest.raises(ValueError, match="already used"):
-                batch.restore(Outcome(key="done", kind=Kind.VIDEO, status=JobStatus.FAILED))
-            await batch.resume(
+                control.restore(Outcome(key="done", kind=Kind.VIDEO, status=JobStatus.FAILED))
+            await control.resume(
                 video(), key="running", external_id="b-running", task_id=known.task_id
             )
             assert engine.statistics().slots[Kind.VIDEO].in_use == 1
-            await batch.resume(video(), key="sent", external_id="b-sent")
-            await batch.resume(video(), key="lost", external_id="b-lost")
+            await control.resume(video(), key="sent", external_id="b-sent")
+            await control.resume(video(), key="lost", external_id="b-lost")
             outcomes = {o.key: o for o in [o async for o in batch]}
         assert set(outcomes) == {"done", "running", "sent", "lost"}
         assert all(o.ok for o in outcomes.values())

@@ -75,3 +75,24 @@ def test_errors_share_one_root() -> None:
         value = getattr(ka, name)
         if inspect.isclass(value) and issubclass(value, BaseException):
             assert issubclass(value, ka.KlingError | ValueError | TypeError | RuntimeError), name
+
+
+@pytest.mark.parametrize("name", ka.__all__)
+def test_help_of_every_public_name_shows_no_private_module(name: str) -> None:
+    """help(ka.X) of every public name (bases, signatures, fields) never says kling_async._."""
+    text = pydoc.render_doc(getattr(ka, name), renderer=pydoc.plaintext)  # type: ignore[attr-defined]
+    assert "kling_async._" not in text
+
+
+def test_the_batch_handle_shows_only_what_users_call() -> None:
+    """Batch and BatchProducer expose the user's calls; the journal's seam stays internal."""
+    public = {name for name in dir(ka.Batch) if not name.startswith("_")}
+    assert public == {"feed", "producer", "statistics", "stop_reason", "submit"}
+    producer = {name for name in dir(ka.BatchProducer) if not name.startswith("_")}
+    assert producer == {"aclose", "close", "closed", "feed", "submit"}
+
+
+def test_journal_lost_is_a_public_journal_error() -> None:
+    """JournalLost (a journal that lost rows its anchor says were written) is a JournalError."""
+    assert issubclass(ka.JournalLost, ka.JournalError)
+    assert ka.JournalLost.__module__ == "kling_async"

@@ -14,6 +14,7 @@ import math
 import re
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from types import TracebackType
 from typing import Any, Final, Protocol, Self
 
 import aiohttp
@@ -40,7 +41,6 @@ from .._core.errors import (
     ServerError,
     TransportError,
 )
-from .._core.lifetime import AsyncClosing
 from .._core.redact import Redactor
 
 __all__ = [
@@ -135,7 +135,7 @@ class MockTransport:
         return result
 
 
-class AiohttpTransport(AsyncClosing):
+class AiohttpTransport:
     """The real transport: one pooled aiohttp session, created in ``__aenter__``.
 
     Redirects are not followed (a 3xx comes back as an answer and becomes a typed
@@ -178,6 +178,14 @@ class AiohttpTransport(AsyncClosing):
             raise_for_status=False,
         )
         return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
 
     async def aclose(self) -> None:
         """Close the session and its connections (shielded from cancellation)."""

@@ -24,6 +24,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from email.utils import parsedate_to_datetime
+from types import TracebackType
 from typing import Self
 
 import aiohttp
@@ -32,7 +33,6 @@ import attrs
 import yarl
 
 from .._core.errors import DownloadError, ResultExpired
-from .._core.lifetime import AsyncClosing
 from .records import FileRecord
 
 __all__ = [
@@ -217,7 +217,7 @@ class _Retry(Exception):  # noqa: N818 -- internal signal, never escapes
         self.after = after
 
 
-class Downloader(AsyncClosing):
+class Downloader:
     """Downloads result files into one folder with its own bounded concurrency.
 
     Use it as ``async with Downloader(out_dir) as downloader:``; pass ``session`` to share
@@ -299,6 +299,14 @@ class Downloader(AsyncClosing):
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=self._timeout)
         return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
 
     async def aclose(self) -> None:
         """Close the session if this downloader made it."""

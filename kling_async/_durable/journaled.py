@@ -16,7 +16,7 @@ import anyio
 import attrs
 
 from .._core.models import Kind
-from .._engine import Batch, JobStatus, Outcome, external_id_for
+from .._engine import BatchControl, JobStatus, Outcome, external_id_for
 from .anchor import anchor_path
 from .bridge import JournalBatchStore, download_outcome, resume_work
 from .downloads import ALLOWED_SUFFIXES, Downloader, file_stem
@@ -28,7 +28,7 @@ __all__ = ["prepare"]
 
 
 async def prepare(
-    batch: Batch,
+    batch: BatchControl,
     stack: contextlib.AsyncExitStack,
     *,
     journal: "str | os.PathLike[str] | None",

@@ -7,11 +7,11 @@ can be sent. PENDING guards nothing paid for, so the engine adds it lazily
 
 import time
 from collections.abc import Callable, Iterable, Mapping
+from types import TracebackType
 from typing import Any, Protocol, runtime_checkable
 
 import attrs
 
-from .._core.lifetime import AsyncClosing
 from .records import (
     TERMINAL_STATES,
     ErrorRecord,
@@ -206,7 +206,7 @@ class RowRules:
         return attrs.evolve(row, error=error, updated_at=time.time())
 
 
-class MemoryStore(AsyncClosing):
+class MemoryStore:
     """A ``JobStore`` in memory: the same rules as the journal, nothing survives the process.
 
     Args:
@@ -320,6 +320,14 @@ class MemoryStore(AsyncClosing):
             largest_group=1 if self._writes else 0,
             queued=0,
         )
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
 
     async def aclose(self) -> None:
         """Nothing to release in memory."""

@@ -38,6 +38,7 @@ import secrets
 import time
 import types
 from collections.abc import Callable, Mapping
+from types import TracebackType
 from typing import Any, Final, Self
 
 import aiohttp
@@ -48,7 +49,6 @@ from aiolimiter import AsyncLimiter
 
 from .._api.wire import parse_task
 from .._core.errors import MalformedResponse
-from .._core.lifetime import AsyncClosing
 from .._core.models import TaskStatus
 from .._core.redact import scrub_credentials
 from .config import WebhookConfig, clean_path
@@ -260,7 +260,7 @@ class WebhookSubscription:
         return "new"
 
 
-class WebhookReceiver(AsyncClosing):
+class WebhookReceiver:
     """Receives status-change callbacks and turns them into hints for subscribers.
 
     Serve it on its own for the lifetime of a client::
@@ -392,6 +392,14 @@ class WebhookReceiver(AsyncClosing):
         self._url = f"http://{_url_host(host)}:{port}{self._config.route_path}"
         logger.info("webhook receiver listening on %s", self._url)
         return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
 
     async def aclose(self) -> None:
         """Stop serving (when serving) and drop every subscription; idempotent."""
