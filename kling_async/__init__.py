@@ -69,6 +69,7 @@ from ._core.models import Task as Task
 from ._core.models import Video as Video
 from ._core.models import VideoAspectRatio as VideoAspectRatio
 from ._durable.downloads import Downloader as Downloader
+from ._durable.downloads import DownloadLimits as DownloadLimits
 from ._durable.downloads import DownloadStatistics as DownloadStatistics
 from ._durable.downloads import UnsafeKey as UnsafeKey
 from ._durable.records import ErrorRecord as ErrorRecord
@@ -124,6 +125,7 @@ __all__ = [
     "ConnectError",
     "ConnectionLost",
     "DownloadError",
+    "DownloadLimits",
     "DownloadStatistics",
     "Downloader",
     "DuplicateExternalId",

@@ -39,6 +39,7 @@ from ._core.models import (
 )
 from ._core.redact import Redactor, remember_secrets
 from ._durable import journaled as _journaled
+from ._durable.downloads import DownloadLimits
 from ._engine import Batch, BatchStore, Engine, EngineStatistics
 from ._webhooks.config import WebhookConfig
 from ._webhooks.receiver import WebhookReceiver, WebhookSubscription
@@ -324,6 +325,7 @@ class Client:
         max_pending: int = 1000,
         deadline: float | None = None,
         store: BatchStore | None = None,
+        downloads: DownloadLimits | None = None,
     ) -> Batch:
         """Return a batch of jobs on this client (use ``async with client.batch() as batch``).
 
@@ -334,13 +336,25 @@ class Client:
             max_pending: Jobs accepted but not yet sent before ``submit`` waits.
             deadline: Seconds per job, from its submission, before it ends TIMED_OUT.
             store: Where job states are written (the journal's seam; default: nowhere).
+            downloads: Bounds on each result file downloaded into ``out_dir`` (byte caps,
+                minimum speed, time budget, concurrency); default ``DownloadLimits()``.
+
+        Raises:
+            ValueError: ``store`` with ``journal``/``out_dir``, or ``downloads`` without
+                ``out_dir``.
         """
+        if downloads is not None and out_dir is None:
+            raise ValueError("downloads= bounds the files saved in out_dir=: pass out_dir too")
         prepare = None
         if journal is not None or out_dir is not None:
             if store is not None:
                 raise ValueError("pass either journal=/out_dir= or store=, not both")
             prepare = functools.partial(
-                _journaled.prepare, journal=journal, out_dir=out_dir, batch_id=batch_id
+                _journaled.prepare,
+                journal=journal,
+                out_dir=out_dir,
+                batch_id=batch_id,
+                downloads=downloads,
             )
         return self._engine.batch(
             batch_id=batch_id,

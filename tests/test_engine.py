@@ -15,6 +15,7 @@ from kling_async import (
     AuthenticationError,
     Backoff,
     BadRequest,
+    BatchStatistics,
     BatchStopped,
     ConcurrencyLimited,
     ConnectError,
@@ -931,6 +932,38 @@ async def test_finisher_runs_on_successes_before_they_are_yielded() -> None:
     assert outcomes["ok"].files == (pathlib.Path("/out/ok.mp4"),)
     assert outcomes["boom"].files == ()
     assert outcomes["bad"].status is JobStatus.FAILED
+
+
+async def test_statistics_count_downloads_and_download_failures_apart() -> None:
+    """A job downloading is not yet succeeded; one whose files failed is download_failed."""
+    release = anyio.Event()
+    seen: list[BatchStatistics] = []
+
+    async def finisher(outcome: Outcome) -> Outcome:
+        await release.wait()
+        if outcome.key == "lost":
+            return attrs.evolve(outcome, status=JobStatus.DOWNLOAD_FAILED)
+        return outcome
+
+    async with (
+        running() as (clock, _, engine),
+        engine.batch(finisher=finisher, batch_id="b") as batch,
+    ):
+        for key in ("ok", "lost"):
+            await batch.submit(video(), key=key)
+        for _ in range(600):  # both tasks end within the virtual minutes this allows
+            if batch.statistics().downloading == 2:
+                break
+            await clock.sleep(1.0)
+        seen.append(batch.statistics())
+        release.set()
+        outcomes = {o.key: o.status for o in [o async for o in batch]}
+        seen.append(batch.statistics())
+    assert outcomes == {"ok": JobStatus.SUCCEEDED, "lost": JobStatus.DOWNLOAD_FAILED}
+    during, after = seen
+    assert (during.downloading, during.succeeded, during.finished) == (2, 0, 0)
+    assert (after.downloading, after.succeeded, after.download_failed) == (0, 1, 1)
+    assert after.finished == 2
 
 
 async def test_list_polling_turns_off_after_repeated_failures() -> None:

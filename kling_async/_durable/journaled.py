@@ -19,7 +19,13 @@ from .._core.models import Kind
 from .._engine import BatchControl, JobStatus, Outcome, external_id_for
 from .anchor import anchor_path
 from .bridge import JournalBatchStore, download_outcome, resume_work
-from .downloads import ALLOWED_SUFFIXES, Downloader, file_stem
+from .downloads import (
+    ALLOWED_SUFFIXES,
+    DEFAULT_DOWNLOAD_LIMITS,
+    Downloader,
+    DownloadLimits,
+    file_stem,
+)
 from .records import JournalError
 from .sqlite import SqliteJournal
 from .store import JobStore, MemoryStore
@@ -34,6 +40,7 @@ async def prepare(
     journal: "str | os.PathLike[str] | None",
     out_dir: "str | os.PathLike[str] | None",
     batch_id: str | None,
+    downloads: DownloadLimits | None = None,
 ) -> None:
     """Attach the journal and downloads to ``batch`` and queue what a resume must do."""
     store: JobStore
@@ -57,7 +64,9 @@ async def prepare(
     )
     batch.configure(batch_id=store.batch_id, store=bridge)
     if out_dir is not None:
-        downloader = await stack.enter_async_context(Downloader(out_dir))
+        downloader = await stack.enter_async_context(
+            Downloader(out_dir, limits=downloads or DEFAULT_DOWNLOAD_LIMITS)
+        )
 
         async def finish(outcome: Outcome) -> Outcome:
             return await download_outcome(downloader, bridge, outcome)

@@ -38,13 +38,6 @@ class BatchHost(Protocol):
 
 logger = logging.getLogger("kling_async")
 
-_STATUS_FIELD = {
-    JobStatus.SUCCEEDED: "succeeded",
-    JobStatus.FAILED: "failed",
-    JobStatus.TIMED_OUT: "timed_out",
-    JobStatus.STOPPED: "stopped",
-}
-
 
 class Batch:
     """Many jobs through one client: submit them, read one outcome per job as jobs finish.
@@ -107,6 +100,7 @@ class Batch:
         self._delivered = 0
         self._phases = collections.Counter[Phase]()
         self._ends = collections.Counter[JobStatus]()
+        self._in_finisher = 0  # succeeded tasks whose files are downloading
         self._requests = collections.Counter[str]()
         self._retries = 0
         self._reason: KlingError | None = None
@@ -339,10 +333,11 @@ class Batch:
         self._keys.add(outcome.key)
         self._journaled.add(outcome.key)
         self._accepted += 1
-        self._ends[outcome.status] += 1
         if finish and outcome.ok and self._finisher is not None and self._tg is not None:
+            self._in_finisher += 1
             self._tg.start_soon(self._finish, outcome)
             return
+        self._ends[outcome.status] += 1
         self._emit(outcome)
 
     def _start_soon(self, func: Callable[..., Coroutine[Any, Any, object]], *args: object) -> None:
@@ -456,6 +451,8 @@ class Batch:
             failed=self._ends[JobStatus.FAILED],
             timed_out=self._ends[JobStatus.TIMED_OUT],
             stopped=self._ends[JobStatus.STOPPED],
+            downloading=self._in_finisher,
+            download_failed=self._ends[JobStatus.DOWNLOAD_FAILED],
             retries=self._retries,
             requests={what: self._requests[what] for what in ("create", "query", "list")},
             limits=self._engine.limits_now(),
@@ -536,11 +533,13 @@ class Batch:
             self._unsent.discard(job)
             self._room.release()
         await self._store.finished(outcome)
-        self._ends[outcome.status] += 1
         if outcome.ok and self._finisher is not None and self._tg is not None:
-            # Downloads and the like run in the batch's own tasks, bounded, not in the poller.
+            # Downloads and the like run in the batch's own tasks, bounded, not in the poller;
+            # the job is counted by how it ends once they are done (DOWNLOAD_FAILED too).
+            self._in_finisher += 1
             self._tg.start_soon(self._finish, outcome)
             return
+        self._ends[outcome.status] += 1
         self._emit(outcome)
 
     async def _finish(self, outcome: Outcome) -> None:
@@ -554,6 +553,8 @@ class Batch:
                     outcome.key,
                     extra={"job_key": outcome.key, "task_id": outcome.task_id, "request_id": None},
                 )
+        self._in_finisher -= 1
+        self._ends[outcome.status] += 1
         self._emit(outcome)
 
     def _emit(self, outcome: Outcome) -> None:
