@@ -196,6 +196,35 @@ def test_status_refuses_an_emptied_journal_with_a_clear_message(
     assert "0 job" not in captured.out
 
 
+def test_resume_of_a_deleted_journal_says_its_anchor_remains(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`resume` of a deleted journal whose .batch.json remains says so and looks jobs up."""
+    for name in ("COMETAPI_KEY", "COMETAPI_BASE_URL", "KLING_API_KEY", "KLING_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    shutil.copytree(EXAMPLES, tmp_path / "examples")
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", "examples/jobs.jsonl", "--out", "out", "--time-scale", "0.002"]) == 0
+    journal = tmp_path / "out" / "journal.sqlite"
+    journal.unlink()
+    capsys.readouterr()
+    code = main(["resume", "out/journal.sqlite"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    text = captured.out + captured.err
+    assert "no journal at" not in text
+    assert "is missing, but journal.sqlite.batch.json" in text
+    assert "looks every job up" in text
+    # without its run settings there is no job file to look up: refused, and why
+    journal.unlink()
+    (tmp_path / "out" / "journal.sqlite.run.json").unlink()
+    code = main(["resume", "out/journal.sqlite"])
+    captured = capsys.readouterr()
+    assert code == 2
+    assert "is missing, but journal.sqlite.batch.json" in captured.out + captured.err
+    assert "no job file is left to resume from" in captured.err
+
+
 def test_a_moved_output_folder_resumes_where_it_is_now(
     tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -595,10 +595,14 @@ def resume_command(
     env: Mapping[str, str],
 ) -> int:
     """``kling-async resume``: continue the run of a journal; return the exit code."""
-    if not journal.is_file():
+    saved_path = settings_path(journal)
+    # A journal gone while its batch anchor remains was run: its jobs are looked up, not lost.
+    lost = None if journal.is_file() else _lost_journal(journal)
+    if lost is None and not journal.is_file():
         display.warning(f"kling-async: no journal at {journal}")
         return EXIT_USAGE
-    saved_path = settings_path(journal)
+    if lost is not None:
+        display.notice(f"kling-async: {lost}")
     if saved_path.exists():
         try:
             saved = RunSettings.from_json(json.loads(saved_path.read_text("utf-8")), journal)
@@ -617,6 +621,12 @@ def resume_command(
         jobs, skipped = checked
     elif settings.jobs is not None:
         display.notice(f"{settings.jobs} is gone: resuming the jobs recorded in the journal.")
+    if lost is not None and not jobs:
+        display.warning(
+            f"kling-async: the journal is gone and no job file is left to resume from: run"
+            f" the job file again with  kling-async run JOBS --journal {journal}"
+        )
+        return EXIT_USAGE
     try:
         target = resolve_target(settings, env)
     except UsageError as exc:
@@ -628,7 +638,7 @@ def resume_command(
             "Note: tasks that ran on an earlier in-process simulator are gone with it; "
             "the journal still holds every finished job."
         )
-    known = _journal_keys(journal, display)
+    known = [] if lost is not None else _journal_keys(journal, display)
     display.notice(f"Resuming {len(known)} journaled job(s) from {_display_path(journal)}.")
     return BatchRun(settings, target, display, env, jobs, skipped, known).execute()
 
@@ -640,6 +650,17 @@ def _journal_keys(journal: pathlib.Path, display: Display) -> list[str]:
         display.warning(f"kling-async: cannot read the journal {journal}: {exc}")
         return []
     return [row.key for group in _plan_groups(plan) for row in group]
+
+
+def _lost_journal(journal: pathlib.Path) -> str | None:
+    """Why a missing journal is not simply absent: its batch anchor says a run wrote it."""
+    try:
+        anyio.run(_read_journal, journal)
+    except ka.JournalLost as exc:
+        return str(exc)
+    except (ka.JournalError, OSError):
+        return None
+    return None  # pragma: no cover - only when the journal came back meanwhile
 
 
 async def _read_journal(journal: pathlib.Path) -> tuple[str, Mapping[str, Any], Any]:
