@@ -223,6 +223,7 @@ def test_resume_of_a_deleted_journal_says_its_anchor_remains(
     assert code == 2
     assert "is missing, but journal.sqlite.batch.json" in captured.out + captured.err
     assert "no job file is left to resume from" in captured.err
+    assert not journal.exists()  # looking at a missing journal does not create one
 
 
 def test_a_moved_output_folder_resumes_where_it_is_now(

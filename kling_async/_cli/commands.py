@@ -655,12 +655,17 @@ def _journal_keys(journal: pathlib.Path, display: Display) -> list[str]:
 def _lost_journal(journal: pathlib.Path) -> str | None:
     """Why a missing journal is not simply absent: its batch anchor says a run wrote it."""
     try:
-        anyio.run(_read_journal, journal)
+        anyio.run(_open_readonly, journal)
     except ka.JournalLost as exc:
         return str(exc)
     except (ka.JournalError, OSError):
         return None
     return None  # pragma: no cover - only when the journal came back meanwhile
+
+
+async def _open_readonly(journal: pathlib.Path) -> None:
+    async with ka.SqliteJournal.open(journal, readonly=True):
+        pass  # pragma: no cover - only when the journal came back meanwhile
 
 
 async def _read_journal(journal: pathlib.Path) -> tuple[str, Mapping[str, Any], Any]:
