@@ -49,6 +49,7 @@ __all__ = [
     "report_command",
     "resume_command",
     "run_command",
+    "show_relaxed_rules",
     "status_command",
 ]
 
@@ -81,6 +82,8 @@ class RunSettings:
     profile: str | None = "cometapi"
     time_scale: float | None = None
     skip_invalid: bool = False
+    strict_rules: bool = True
+    """False: jobs past a documented profile rule are sent (``--no-strict-rules``)."""
 
     def to_json(self, base: pathlib.Path | None = None) -> dict[str, object]:
         """The settings as saved next to the journal (no secrets in here).
@@ -272,6 +275,7 @@ def _engine_knobs(settings: RunSettings, scale: float) -> dict[str, Any]:
         "poll": ka.PollPolicy().scaled(scale),
         "backoff": ka.Backoff().scaled(scale),
         "server_time_scale": scale,
+        "strict_rules": settings.strict_rules,
     }
 
 
@@ -523,11 +527,14 @@ def _check_file(
     assert settings.jobs is not None
     try:
         rules = PROFILE_RULES[settings.profile or "cometapi"]
-        job_file, jobs, problems = load_jobs(settings.jobs, rules=rules)
+        checked = rules if settings.strict_rules else None
+        job_file, jobs, problems = load_jobs(settings.jobs, rules=checked)
     except (OSError, UnicodeDecodeError) as exc:
         display.warning(f"kling-async: cannot read {settings.jobs}: {exc}")
         return EXIT_USAGE
     display.problems(_display_path(settings.jobs), problems, rows=job_file.rows)
+    if not settings.strict_rules:
+        show_relaxed_rules(jobs, rules, display)
     if not job_file.rows:
         display.warning(f"kling-async: {settings.jobs} holds no jobs")
         return EXIT_USAGE
@@ -545,6 +552,28 @@ def _check_file(
     if skipped:
         display.notice(f"Skipping {len(skipped)} invalid row(s) (--skip-invalid).")
     return list(jobs), skipped
+
+
+def show_relaxed_rules(jobs: Sequence[ParsedJob], rules: ka.Rules, display: Display) -> int:
+    """Say which jobs break a documented rule of the profile (``--no-strict-rules``).
+
+    Returns:
+        How many jobs break one; they are valid still, and sent as they are.
+    """
+    breaking = 0
+    for job in jobs:
+        broken = next(iter(rules.violations(job.request)), None)
+        if broken is None:
+            continue
+        breaking += 1
+        if breaking <= STATUS_ROWS:  # the first few, then only the count
+            display.notice(f"line {job.line}: {broken.field}: {broken.rule}")
+    if breaking:
+        display.notice(
+            f"{breaking} job(s) break a documented rule of the {rules.name} profile; "
+            "--no-strict-rules: they are sent anyway."
+        )
+    return breaking
 
 
 def _skipped_records(problems: Sequence[JobProblem], kinds: Mapping[str, str]) -> list[JobRecord]:
