@@ -7,7 +7,6 @@ import json
 import logging
 import os
 import time
-from types import TracebackType
 from typing import Any, Final, Self
 
 import anyio.to_thread
@@ -17,6 +16,7 @@ from ._api.images import _OFFLOAD_BYTES, check_request
 from ._api.profiles import CometAPI, Kling, Profile
 from ._api.transport import AiohttpTransport, HttpRequest, Transport, decode_response, logger
 from ._api.wire import parse_task, parse_task_list, request_to_wire
+from ._core import lifetime
 from ._core.clock import Clock
 from ._core.config import (
     DEFAULT_BACKOFF,
@@ -150,13 +150,7 @@ class Client:
             self._owns_webhook = False
         self._subscription: WebhookSubscription | None = None
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
+    __aexit__ = lifetime.__aexit__
 
     def __repr__(self) -> str:
         return f"Client(profile={self._profile!r}, state={self._state.value})"

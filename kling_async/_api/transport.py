@@ -14,13 +14,13 @@ import math
 import re
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from types import TracebackType
 from typing import Any, Final, Protocol, Self
 
 import aiohttp
 import anyio
 import attrs
 
+from .._core import lifetime
 from .._core.config import DEFAULT_TIMEOUTS, Timeouts
 from .._core.errors import (
     AccountError,
@@ -179,13 +179,7 @@ class AiohttpTransport:
         )
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
+    __aexit__ = lifetime.__aexit__
 
     async def aclose(self) -> None:
         """Close the session and its connections (shielded from cancellation)."""

@@ -24,7 +24,6 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from email.utils import parsedate_to_datetime
-from types import TracebackType
 from typing import Self
 
 import aiohttp
@@ -32,6 +31,7 @@ import anyio
 import attrs
 import yarl
 
+from .._core import lifetime
 from .._core.errors import DownloadError, ResultExpired
 from .records import FileRecord
 
@@ -326,13 +326,7 @@ class Downloader:
             self._session = aiohttp.ClientSession(timeout=self._timeout)
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
+    __aexit__ = lifetime.__aexit__
 
     async def aclose(self) -> None:
         """Close the session if this downloader made it."""

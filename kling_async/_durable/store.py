@@ -7,11 +7,11 @@ can be sent. PENDING guards nothing paid for, so the engine adds it lazily
 
 import time
 from collections.abc import Callable, Iterable, Mapping
-from types import TracebackType
 from typing import Any, Protocol, runtime_checkable
 
 import attrs
 
+from .._core import lifetime
 from .records import (
     TERMINAL_STATES,
     ErrorRecord,
@@ -321,13 +321,7 @@ class MemoryStore:
             queued=0,
         )
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
+    __aexit__ = lifetime.__aexit__
 
     async def aclose(self) -> None:
         """Nothing to release in memory."""

@@ -10,6 +10,7 @@ from typing import Any, Protocol, Self, TypeAlias
 import anyio
 import anyio.abc
 
+from .._core import lifetime
 from .._core.clock import Clock
 from .._core.errors import BatchStopped, KlingError, Scope
 from .._core.models import Kind, Request
@@ -644,13 +645,7 @@ class BatchProducer:
     async def __aenter__(self) -> Self:
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
+    __aexit__ = lifetime.__aexit__
 
     def __repr__(self) -> str:
         state = "open" if self._open else "closed"

@@ -5,12 +5,12 @@ import logging
 import random
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
-from types import TracebackType
 from typing import Self
 
 import anyio
 import attrs
 
+from .._core import lifetime
 from .._core.clock import Clock, SystemClock
 from .._core.config import (
     DEFAULT_BACKOFF,
@@ -196,13 +196,7 @@ class Engine:
         finally:
             self._running = False
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
+    __aexit__ = lifetime.__aexit__
 
     async def aclose(self) -> None:
         """Stop everything the engine runs and wait for it to end. Idempotent."""

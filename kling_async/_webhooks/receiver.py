@@ -38,7 +38,6 @@ import secrets
 import time
 import types
 from collections.abc import Callable, Mapping
-from types import TracebackType
 from typing import Any, Final, Self
 
 import aiohttp
@@ -48,6 +47,7 @@ from aiohttp import web
 from aiolimiter import AsyncLimiter
 
 from .._api.wire import parse_task
+from .._core import lifetime
 from .._core.errors import MalformedResponse
 from .._core.models import TaskStatus
 from .._core.redact import scrub_credentials
@@ -393,13 +393,7 @@ class WebhookReceiver:
         logger.info("webhook receiver listening on %s", self._url)
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
+    __aexit__ = lifetime.__aexit__
 
     async def aclose(self) -> None:
         """Stop serving (when serving) and drop every subscription; idempotent."""
