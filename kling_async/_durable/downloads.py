@@ -33,6 +33,7 @@ import yarl
 
 from .._core import lifetime
 from .._core.errors import DownloadError, ResultExpired
+from .files import replace_durably, write_all
 from .records import FileRecord
 
 __all__ = [
@@ -644,9 +645,7 @@ class _PartWriter:
         fd = os.open(self.part, flags, 0o644)
         try:
             for chunk in self._chunks:
-                view = memoryview(chunk)
-                while view:
-                    view = view[os.write(fd, view) :]
+                write_all(fd, chunk)
         except BaseException:
             os.close(fd)
             raise
@@ -666,7 +665,7 @@ class _PartWriter:
             os.fsync(fd)
         finally:
             os.close(fd)
-        _publish(self.part, final)
+        replace_durably(self.part, final)
 
 
 async def _size_or_zero(path: pathlib.Path) -> int:
@@ -789,19 +788,6 @@ class _MediaCheck:
                 f" ({media[1]}), not the {self._kind} expected",
                 url=self._url,
             )
-
-
-def _publish(part: pathlib.Path, final: pathlib.Path) -> None:
-    """Rename the finished part over the final name, then make the rename durable."""
-    os.replace(part, final)
-    try:
-        fd = os.open(final.parent, os.O_RDONLY)
-    except OSError:  # pragma: no cover -- platforms without directory fds (Windows)
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _content_range_start(value: str | None) -> int | None:
