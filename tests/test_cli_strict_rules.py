@@ -19,11 +19,7 @@ EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "examples"
 LONG_PROMPT = "a cat walks along the beach " * 25  # 700 characters: CometAPI allows 500
 
 
-@pytest.fixture(autouse=True)
-def no_keys(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No API key in the environment: runs go to the in-process simulator."""
-    for name in ("COMETAPI_KEY", "COMETAPI_BASE_URL", "KLING_API_KEY", "KLING_BASE_URL"):
-        monkeypatch.delenv(name, raising=False)
+pytestmark = pytest.mark.usefixtures("no_keys")
 
 
 @pytest.fixture
