@@ -678,7 +678,7 @@ def _journal_keys(journal: pathlib.Path, display: Display) -> list[str]:
     except (ka.JournalError, OSError) as exc:
         display.warning(f"kling-async: cannot read the journal {journal}: {exc}")
         return []
-    return [row.key for group in _plan_groups(plan) for row in group]
+    return [row.key for row in plan.rows()]
 
 
 def _lost_journal(journal: pathlib.Path) -> str | None:
@@ -697,13 +697,9 @@ async def _open_readonly(journal: pathlib.Path) -> None:
         pass  # pragma: no cover - only when the journal came back meanwhile
 
 
-async def _read_journal(journal: pathlib.Path) -> tuple[str, Mapping[str, Any], Any]:
+async def _read_journal(journal: pathlib.Path) -> tuple[str, Mapping[str, Any], ka.ResumePlan]:
     async with ka.SqliteJournal.open(journal) as store:
         return store.batch_id, dict(store.options), await store.resume()
-
-
-def _plan_groups(plan: Any) -> tuple[Sequence[Any], ...]:
-    return (plan.finished, plan.succeeded, plan.submitted, plan.submitting, plan.pending)
 
 
 def status_command(journal: pathlib.Path, *, json_output: bool) -> int:
@@ -716,9 +712,7 @@ def status_command(journal: pathlib.Path, *, json_output: bool) -> int:
     except (ka.JournalError, OSError) as exc:
         print(f"kling-async: cannot read the journal {journal}: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    rows = sorted(
-        (row for group in _plan_groups(plan) for row in group), key=lambda row: row.created_at
-    )
+    rows = sorted(plan.rows(), key=lambda row: row.created_at)
     states: dict[str, int] = {}
     for row in rows:
         states[row.state.value] = states.get(row.state.value, 0) + 1
@@ -783,7 +777,7 @@ def report_command(
     return EXIT_OK
 
 
-def _row_json(row: Any) -> dict[str, object]:
+def _row_json(row: ka.JobRecord) -> dict[str, object]:
     return {
         "key": row.key,
         "kind": row.kind,
