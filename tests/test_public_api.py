@@ -10,6 +10,7 @@ import types
 import pytest
 
 import kling_async as ka
+from kling_async import simulator
 
 
 def test_all_is_sorted_and_unique() -> None:
@@ -82,6 +83,13 @@ def test_help_of_every_public_name_shows_no_private_module(name: str) -> None:
     """help(ka.X) of every public name (bases, signatures, fields) never says kling_async._."""
     text = pydoc.render_doc(getattr(ka, name), renderer=pydoc.plaintext)  # type: ignore[attr-defined]
     assert "kling_async._" not in text
+
+
+@pytest.mark.parametrize("name", [n for n in simulator.__all__ if n != "DEFAULT_API_KEY"])
+def test_help_of_the_simulator_shows_no_private_module(name: str) -> None:
+    """help() of every public name of kling_async.simulator never says simulator._."""
+    text = pydoc.render_doc(getattr(simulator, name), renderer=pydoc.plaintext)  # type: ignore[attr-defined]
+    assert "kling_async.simulator._" not in text
 
 
 def test_the_batch_handle_shows_only_what_users_call() -> None:
