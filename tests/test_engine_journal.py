@@ -9,12 +9,12 @@ from kling_async import (
     Client,
     DownloadLimits,
     Image,
+    JobState,
     Limits,
     MultiImageToVideo,
     PollPolicy,
     SqliteJournal,
 )
-from kling_async._durable.records import JobState
 from kling_async._engine import JobStatus, NullStore
 from kling_async.simulator import Simulator, SimulatorConfig
 

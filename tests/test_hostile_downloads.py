@@ -19,12 +19,12 @@ import pytest
 
 import kling_async as ka
 import kling_async._durable.downloads as _download
+from kling_async import Downloader, DownloadLimits, JobState
 from kling_async._cli.app import main
 from kling_async._core.errors import DownloadError
 from kling_async._core.models import GeneratedImage, Kind, Task, TaskStatus, Video
 from kling_async._durable.bridge import JournalBatchStore, download_outcome
-from kling_async._durable.downloads import Downloader, DownloadLimits, media_of
-from kling_async._durable.records import JobState
+from kling_async._durable.downloads import media_of
 from kling_async._durable.store import MemoryStore
 from kling_async._engine._outcome import JobStatus, Outcome
 from tests._engine_helpers import video

@@ -23,11 +23,11 @@ import anyio.to_thread
 import pytest
 
 import kling_async as ka
+from kling_async import JournalLost
 from kling_async._cli.app import main
 from kling_async._durable.anchor import anchor_path, new_anchor, read_anchor, write_anchor
 from kling_async._durable.bridge import JournalBatchStore
 from kling_async._durable.journaled import refuse_orphan_results
-from kling_async._durable.records import JournalLost
 from kling_async._durable.sqlite import SqliteJournal
 from kling_async.simulator import Simulator, SimulatorConfig
 from tests._hostile_journal_child import SCALE as CHILD_SCALE
