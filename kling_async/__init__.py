@@ -69,12 +69,19 @@ from ._core.models import Task as Task
 from ._core.models import Video as Video
 from ._core.models import VideoAspectRatio as VideoAspectRatio
 from ._durable.downloads import Downloader as Downloader
+from ._durable.downloads import DownloadLimits as DownloadLimits
 from ._durable.downloads import DownloadStatistics as DownloadStatistics
 from ._durable.downloads import UnsafeKey as UnsafeKey
 from ._durable.downloads import check_job_key as check_job_key
+from ._durable.records import ErrorRecord as ErrorRecord
+from ._durable.records import FileRecord as FileRecord
+from ._durable.records import JobRecord as JobRecord
 from ._durable.records import JobState as JobState
 from ._durable.records import JournalConflict as JournalConflict
 from ._durable.records import JournalError as JournalError
+from ._durable.records import JournalLost as JournalLost
+from ._durable.records import JournalStatistics as JournalStatistics
+from ._durable.records import ResumePlan as ResumePlan
 from ._durable.sqlite import SqliteJournal as SqliteJournal
 from ._durable.store import JobStore as JobStore
 from ._durable.store import MemoryStore as MemoryStore
@@ -83,7 +90,11 @@ from ._engine import BatchProducer as BatchProducer
 from ._engine import BatchStatistics as BatchStatistics
 from ._engine import BatchStore as BatchStore
 from ._engine import EngineStatistics as EngineStatistics
+from ._engine import LaneStatistics as LaneStatistics
 from ._engine import Outcome as Outcome
+from ._engine import RateStatistics as RateStatistics
+from ._engine import SchedulerStatistics as SchedulerStatistics
+from ._engine import SlotStatistics as SlotStatistics
 from ._webhooks.config import WebhookConfig as WebhookConfig
 from ._webhooks.receiver import WebhookReceiver as WebhookReceiver
 from ._webhooks.receiver import WebhookStatistics as WebhookStatistics
@@ -115,12 +126,15 @@ __all__ = [
     "ConnectError",
     "ConnectionLost",
     "DownloadError",
+    "DownloadLimits",
     "DownloadStatistics",
     "Downloader",
     "DuplicateExternalId",
     "Duration",
     "DynamicMask",
     "EngineStatistics",
+    "ErrorRecord",
+    "FileRecord",
     "GeneratedImage",
     "HttpRequest",
     "HttpResponse",
@@ -128,15 +142,19 @@ __all__ = [
     "ImageAspectRatio",
     "ImageOrigin",
     "InvalidRequest",
+    "JobRecord",
     "JobState",
     "JobStore",
     "JobTimedOut",
     "JournalConflict",
     "JournalError",
+    "JournalLost",
+    "JournalStatistics",
     "Kind",
     "KindRules",
     "Kling",
     "KlingError",
+    "LaneStatistics",
     "Limits",
     "MalformedResponse",
     "MemoryStore",
@@ -152,13 +170,17 @@ __all__ = [
     "PollPolicy",
     "Profile",
     "RateLimited",
+    "RateStatistics",
     "RejectReason",
     "Request",
     "RequestTimeout",
     "ResultExpired",
+    "ResumePlan",
     "Rules",
+    "SchedulerStatistics",
     "Scope",
     "ServerError",
+    "SlotStatistics",
     "SqliteJournal",
     "Status",
     "SystemClock",

@@ -7,7 +7,6 @@ import json
 import logging
 import os
 import time
-from types import TracebackType
 from typing import Any, Final, Self
 
 import anyio.to_thread
@@ -17,6 +16,7 @@ from ._api.images import _OFFLOAD_BYTES, check_request
 from ._api.profiles import CometAPI, Kling, Profile
 from ._api.transport import AiohttpTransport, HttpRequest, Transport, decode_response, logger
 from ._api.wire import parse_task, parse_task_list, request_to_wire
+from ._core import lifetime
 from ._core.clock import Clock
 from ._core.config import (
     DEFAULT_BACKOFF,
@@ -39,6 +39,7 @@ from ._core.models import (
 )
 from ._core.redact import Redactor, remember_secrets
 from ._durable import journaled as _journaled
+from ._durable.downloads import DownloadLimits
 from ._engine import Batch, BatchStore, Engine, EngineStatistics
 from ._webhooks.config import WebhookConfig
 from ._webhooks.receiver import WebhookReceiver, WebhookSubscription
@@ -149,13 +150,7 @@ class Client:
             self._owns_webhook = False
         self._subscription: WebhookSubscription | None = None
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()  # the package's one way out (as AsyncClosing, not shown in help)
+    __aexit__ = lifetime.__aexit__
 
     def __repr__(self) -> str:
         return f"Client(profile={self._profile!r}, state={self._state.value})"
@@ -324,6 +319,7 @@ class Client:
         max_pending: int = 1000,
         deadline: float | None = None,
         store: BatchStore | None = None,
+        downloads: DownloadLimits | None = None,
     ) -> Batch:
         """Return a batch of jobs on this client (use ``async with client.batch() as batch``).
 
@@ -334,19 +330,33 @@ class Client:
             max_pending: Jobs accepted but not yet sent before ``submit`` waits.
             deadline: Seconds per job, from its submission, before it ends TIMED_OUT.
             store: Where job states are written (the journal's seam; default: nowhere).
+            downloads: Bounds on each result file downloaded into ``out_dir`` (byte caps,
+                minimum speed, time budget, concurrency); default ``DownloadLimits()``.
+
+        Raises:
+            ValueError: ``store`` with ``journal``/``out_dir``, or ``downloads`` without
+                ``out_dir``.
         """
-        batch = self._engine.batch(
-            batch_id=batch_id, max_pending=max_pending, deadline=deadline, store=store
-        )
+        if downloads is not None and out_dir is None:
+            raise ValueError("downloads= bounds the files saved in out_dir=: pass out_dir too")
+        prepare = None
         if journal is not None or out_dir is not None:
             if store is not None:
                 raise ValueError("pass either journal=/out_dir= or store=, not both")
-            batch.configure(
-                prepare=functools.partial(
-                    _journaled.prepare, journal=journal, out_dir=out_dir, batch_id=batch_id
-                )
+            prepare = functools.partial(
+                _journaled.prepare,
+                journal=journal,
+                out_dir=out_dir,
+                batch_id=batch_id,
+                downloads=downloads,
             )
-        return batch
+        return self._engine.batch(
+            batch_id=batch_id,
+            max_pending=max_pending,
+            deadline=deadline,
+            store=store,
+            prepare=prepare,
+        )
 
     def refresh(self, task_id: str) -> bool:
         """Make a running task due for a poll now (a webhook hint); False if unknown."""

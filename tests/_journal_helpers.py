@@ -14,8 +14,8 @@
 import asyncio
 import sys
 
-from kling_async import SqliteJournal
-from kling_async._durable.records import ErrorRecord, FileRecord, JobState, fingerprint
+from kling_async import ErrorRecord, FileRecord, JobState, SqliteJournal
+from kling_async._durable.records import fingerprint
 
 STOP_STATES = (
     JobState.PENDING,

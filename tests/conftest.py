@@ -29,6 +29,24 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
         yield s
 
 
+API_ENV = (
+    "COMETAPI_KEY",
+    "COMETAPI_BASE_URL",
+    "KLING_API_KEY",
+    "KLING_ACCESS_KEY",
+    "KLING_SECRET_KEY",
+    "KLING_BASE_URL",
+)
+"""The environment variables that send a CLI run to a real API."""
+
+
+@pytest.fixture
+def no_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No API key nor base URL in the environment: CLI runs go to the in-process simulator."""
+    for name in API_ENV:
+        monkeypatch.delenv(name, raising=False)
+
+
 # --- KLING_REQUIRE_ALL=1 (set by .ci/run): nothing may skip --------------------------------
 # A test that skips for a missing tool (Chromium, Playwright, ...) is a pass that tested
 # nothing; where the environment promises every tool, such a skip fails instead.

@@ -11,6 +11,7 @@ import anyio.lowlevel
 import pytest
 
 import kling_async as ka
+from kling_async._engine import BatchControl
 from kling_async.testing import FakeKling, MockTransport, VirtualClock
 
 NO_BLOCKING_MODULES = ["kling_async._engine", "kling_async._client", "kling_async.testing"]
@@ -233,15 +234,15 @@ async def test_users_own_group_is_left_as_it_is() -> None:
 async def test_a_single_engine_error_comes_out_unwrapped() -> None:
     """A failure in the batch's own tasks (here the finisher's set-up) comes out as itself."""
 
-    async def broken_prepare(batch: ka.Batch, stack: contextlib.AsyncExitStack) -> None:
-        batch.start_soon(explode)
+    async def broken_prepare(control: BatchControl, stack: contextlib.AsyncExitStack) -> None:
+        control.start_soon(explode)
 
     async def explode() -> None:
         raise OSError("disk on fire")
 
     async with client() as (kling, _):
         batch = kling.batch()
-        batch.configure(prepare=broken_prepare)
+        batch._control.configure(prepare=broken_prepare)
         with pytest.raises(OSError, match="disk on fire"):
             async with batch:
                 await anyio.sleep(1)
@@ -273,16 +274,16 @@ async def test_readme_producer_form_with_a_journal(tmp_path: pathlib.Path) -> No
 async def test_several_engine_errors_come_out_as_one_flat_group() -> None:
     """Two failures in the batch's own tasks: one ExceptionGroup holding both, no nesting."""
 
-    async def two_failures(batch: ka.Batch, stack: contextlib.AsyncExitStack) -> None:
-        batch.start_soon(explode, OSError("one"))
-        batch.start_soon(explode, KeyError("two"))
+    async def two_failures(control: BatchControl, stack: contextlib.AsyncExitStack) -> None:
+        control.start_soon(explode, OSError("one"))
+        control.start_soon(explode, KeyError("two"))
 
     async def explode(exc: Exception) -> None:
         raise exc
 
     async def run(kling: ka.Client) -> None:
         batch = kling.batch()
-        batch.configure(prepare=two_failures)
+        batch._control.configure(prepare=two_failures)
         async with batch:
             await anyio.sleep(1)
 
@@ -295,8 +296,8 @@ async def test_several_engine_errors_come_out_as_one_flat_group() -> None:
 async def test_nested_groups_around_one_error_collapse_to_it() -> None:
     """A lone error wrapped in nested groups by the batch's tasks comes out as itself."""
 
-    async def nested(batch: ka.Batch, stack: contextlib.AsyncExitStack) -> None:
-        batch.start_soon(inner_group)
+    async def nested(control: BatchControl, stack: contextlib.AsyncExitStack) -> None:
+        control.start_soon(inner_group)
 
     async def inner_group() -> None:
         async with anyio.create_task_group() as tg:
@@ -307,7 +308,7 @@ async def test_nested_groups_around_one_error_collapse_to_it() -> None:
 
     async def run(kling: ka.Client) -> None:
         batch = kling.batch()
-        batch.configure(prepare=nested)
+        batch._control.configure(prepare=nested)
         async with batch:
             await anyio.sleep(1)
 

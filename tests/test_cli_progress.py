@@ -127,6 +127,11 @@ def test_tracker_switches_to_the_rate_in_steady_state() -> None:
     snap = tracker.snapshot(_stats(succeeded=14, running=5, queued=21))
     assert snap.downloading == 2
     assert snap.succeeded == 12
+    # The engine's own downloading count, and a job whose files did not arrive.
+    tracker.job_finished("video", "download_failed", 1.0)
+    snap = tracker.snapshot(_stats(succeeded=12, download_failed=1, downloading=3, queued=21))
+    assert snap.downloading == 3
+    assert snap.succeeded == 12
 
 
 def test_tracker_without_anything_to_go_by() -> None:

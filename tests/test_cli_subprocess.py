@@ -12,18 +12,12 @@ import sys
 import pytest
 
 from kling_async.simulator import AccountState, Simulator, SimulatorConfig
+from tests.conftest import API_ENV
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 KEY = "sk-cli-test-0123456789"
-KEY_NAMES = (
-    "COMETAPI_KEY",
-    "COMETAPI_BASE_URL",
-    "KLING_API_KEY",
-    "KLING_ACCESS_KEY",
-    "KLING_SECRET_KEY",
-    "KLING_BASE_URL",
-)
+KEY_NAMES = API_ENV
 SAMPLE_KEYS = [
     "sunset-walk",
     "robot-visits-house",

@@ -4,12 +4,13 @@ import asyncio
 import hashlib
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import anyio
 import pytest
 
-from kling_async import Downloader, DownloadError, KlingError, ResultExpired
+from kling_async import Downloader, DownloadError, DownloadLimits, KlingError, ResultExpired
 from kling_async._durable import downloads as _download
 from kling_async._durable.downloads import _retry_after, result_suffix, url_expiry
 from tests._download_helpers import FileServer, Served, file_server
@@ -46,10 +47,17 @@ async def _read(path: str | Path) -> bytes:
     return await anyio.Path(path).read_bytes()
 
 
-def _downloader(out: Path, sleeps: Sleeps, **kwargs: object) -> Downloader:
+def _downloader(out: Path, sleeps: Sleeps, **limits: Any) -> Downloader:
     # these bodies are arbitrary bytes: the media check is pinned in test_hostile_downloads
-    kwargs.setdefault("check_media", False)
-    return Downloader(out, sleep=sleeps, backoff_base=0.01, **kwargs)  # type: ignore[arg-type]
+    return Downloader(
+        out,
+        sleep=sleeps,
+        backoff_base=0.01,
+        backoff_max=limits.pop("backoff_max", 30.0),
+        session=limits.pop("session", None),
+        check_media=False,
+        limits=DownloadLimits(**limits),
+    )
 
 
 async def test_download_is_atomic_with_sha256_and_size(
@@ -199,8 +207,7 @@ async def test_connection_refused_and_stalls_are_retried(sleeps: Sleeps, tmp_pat
 async def test_read_timeout_is_retried(server: FileServer, sleeps: Sleeps, tmp_path: Path) -> None:
     """A server that stalls past the read timeout is retried until it answers."""
     server.files["/slow.png"] = Served(BODY[:100], delay=0.3)
-    timeout = aiohttp.ClientTimeout(total=None, sock_read=0.05)
-    async with _downloader(tmp_path, sleeps, attempts=2, timeout=timeout) as downloader:
+    async with _downloader(tmp_path, sleeps, attempts=2, read_timeout=0.05) as downloader:
         with pytest.raises(DownloadError, match="Timeout"):
             await downloader.download(server.link("/slow.png"), key="s")
     assert len(server.requests) == 2
@@ -269,8 +276,8 @@ async def test_given_session_is_used_and_left_open(
 
 async def test_misuse_raises(tmp_path: Path) -> None:
     """Bad knobs raise ValueError; downloading outside 'async with' raises RuntimeError."""
-    with pytest.raises(ValueError, match="at least 1"):
-        Downloader(tmp_path, concurrency=0)
+    with pytest.raises(ValueError, match="concurrency' must be >= 1"):
+        DownloadLimits(concurrency=0)
     with pytest.raises(ValueError, match=">= 0"):
         Downloader(tmp_path, backoff_base=-1)
     downloader = Downloader(tmp_path)

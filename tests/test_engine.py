@@ -15,6 +15,7 @@ from kling_async import (
     AuthenticationError,
     Backoff,
     BadRequest,
+    BatchStatistics,
     BatchStopped,
     ConcurrencyLimited,
     ConnectError,
@@ -892,15 +893,16 @@ async def test_resume_polls_submitted_tasks_and_reconciles_submitting_ones() -> 
         known = await fake.create_task(video(), external_task_id="b-running")
         await fake.create_task(video(), external_task_id="b-sent")
         async with engine.batch(batch_id="b") as batch:
-            batch.restore(Outcome(key="done", kind=Kind.VIDEO, status=JobStatus.SUCCEEDED))
+            control = batch._control  # the durable layer's side of the batch
+            control.restore(Outcome(key="done", kind=Kind.VIDEO, status=JobStatus.SUCCEEDED))
             with pytest.raises(ValueError, match="already used"):
-                batch.restore(Outcome(key="done", kind=Kind.VIDEO, status=JobStatus.FAILED))
-            await batch.resume(
+                control.restore(Outcome(key="done", kind=Kind.VIDEO, status=JobStatus.FAILED))
+            await control.resume(
                 video(), key="running", external_id="b-running", task_id=known.task_id
             )
             assert engine.statistics().slots[Kind.VIDEO].in_use == 1
-            await batch.resume(video(), key="sent", external_id="b-sent")
-            await batch.resume(video(), key="lost", external_id="b-lost")
+            await control.resume(video(), key="sent", external_id="b-sent")
+            await control.resume(video(), key="lost", external_id="b-lost")
             outcomes = {o.key: o for o in [o async for o in batch]}
         assert set(outcomes) == {"done", "running", "sent", "lost"}
         assert all(o.ok for o in outcomes.values())
@@ -930,6 +932,38 @@ async def test_finisher_runs_on_successes_before_they_are_yielded() -> None:
     assert outcomes["ok"].files == (pathlib.Path("/out/ok.mp4"),)
     assert outcomes["boom"].files == ()
     assert outcomes["bad"].status is JobStatus.FAILED
+
+
+async def test_statistics_count_downloads_and_download_failures_apart() -> None:
+    """A job downloading is not yet succeeded; one whose files failed is download_failed."""
+    release = anyio.Event()
+    seen: list[BatchStatistics] = []
+
+    async def finisher(outcome: Outcome) -> Outcome:
+        await release.wait()
+        if outcome.key == "lost":
+            return attrs.evolve(outcome, status=JobStatus.DOWNLOAD_FAILED)
+        return outcome
+
+    async with (
+        running() as (clock, _, engine),
+        engine.batch(finisher=finisher, batch_id="b") as batch,
+    ):
+        for key in ("ok", "lost"):
+            await batch.submit(video(), key=key)
+        for _ in range(600):  # both tasks end within the virtual minutes this allows
+            if batch.statistics().downloading == 2:
+                break
+            await clock.sleep(1.0)
+        seen.append(batch.statistics())
+        release.set()
+        outcomes = {o.key: o.status for o in [o async for o in batch]}
+        seen.append(batch.statistics())
+    assert outcomes == {"ok": JobStatus.SUCCEEDED, "lost": JobStatus.DOWNLOAD_FAILED}
+    during, after = seen
+    assert (during.downloading, during.succeeded, during.finished) == (2, 0, 0)
+    assert (after.downloading, after.succeeded, after.download_failed) == (0, 1, 1)
+    assert after.finished == 2
 
 
 async def test_list_polling_turns_off_after_repeated_failures() -> None:

@@ -4,8 +4,17 @@ import pathlib
 
 import pytest
 
-from kling_async import Backoff, Client, Image, Limits, MultiImageToVideo, PollPolicy, SqliteJournal
-from kling_async._durable.records import JobState
+from kling_async import (
+    Backoff,
+    Client,
+    DownloadLimits,
+    Image,
+    JobState,
+    Limits,
+    MultiImageToVideo,
+    PollPolicy,
+    SqliteJournal,
+)
 from kling_async._engine import JobStatus, NullStore
 from kling_async.simulator import Simulator, SimulatorConfig
 
@@ -89,3 +98,28 @@ async def test_out_dir_without_a_journal_downloads_each_success(tmp_path: pathli
         outcomes = [o async for o in batch]
     assert len(outcomes) == 3
     assert all(o.files and o.files[0].parent == out for o in outcomes)
+
+
+async def test_download_limits_reach_the_downloader_and_failures_count_apart(
+    tmp_path: pathlib.Path,
+) -> None:
+    """client.batch(downloads=...) bounds each file; a job whose file failed is not succeeded."""
+    limits = DownloadLimits(max_video_bytes=64, attempts=1)  # every simulated video is larger
+    async with (
+        Simulator(SimulatorConfig(time_scale=SCALE, seed=6)) as sim,
+        client_for(sim) as client,
+        client.batch(out_dir=tmp_path / "out", downloads=limits) as batch,
+    ):
+        await batch.feed(jobs(2))
+        outcomes = [o async for o in batch]
+        stats = batch.statistics()
+    assert [o.status for o in outcomes] == [JobStatus.DOWNLOAD_FAILED] * 2
+    assert all("cap of 64 bytes" in str(o.error) for o in outcomes)
+    assert (stats.succeeded, stats.download_failed, stats.downloading) == (0, 2, 0)
+
+
+async def test_download_limits_need_an_output_folder() -> None:
+    """downloads= without out_dir= is a misuse, refused before the batch starts."""
+    async with Simulator(SimulatorConfig(time_scale=SCALE)) as sim, client_for(sim) as client:
+        with pytest.raises(ValueError, match="out_dir"):
+            client.batch(downloads=DownloadLimits())

@@ -10,6 +10,7 @@ DOWNLOAD_FAILED (exit code 1 in the CLI), never "succeeded".
 import pathlib
 import shutil
 from collections.abc import AsyncIterator
+from typing import Any
 
 import anyio
 import anyio.lowlevel
@@ -18,12 +19,12 @@ import pytest
 
 import kling_async as ka
 import kling_async._durable.downloads as _download
+from kling_async import Downloader, DownloadLimits, JobState
 from kling_async._cli.app import main
 from kling_async._core.errors import DownloadError
 from kling_async._core.models import GeneratedImage, Kind, Task, TaskStatus, Video
 from kling_async._durable.bridge import JournalBatchStore, download_outcome
-from kling_async._durable.downloads import Downloader, media_of
-from kling_async._durable.records import JobState
+from kling_async._durable.downloads import media_of
 from kling_async._durable.store import MemoryStore
 from kling_async._engine._outcome import JobStatus, Outcome
 from tests._engine_helpers import video
@@ -47,17 +48,16 @@ async def host() -> AsyncIterator[HostileHost]:
         yield running
 
 
-def _downloader(out: pathlib.Path, **kwargs: object) -> Downloader:
-    options: dict[str, object] = {
-        "sleep": NoWait(),
+def _downloader(out: pathlib.Path, **kwargs: Any) -> Downloader:
+    limits: dict[str, Any] = {
         "attempts": 2,
         "max_video_bytes": CAP,
         "max_image_bytes": CAP,
         "min_speed": 2000.0,
         "speed_grace": 0.3,
     }
-    options.update(kwargs)
-    return Downloader(out, **options)  # type: ignore[arg-type]
+    limits.update(kwargs)
+    return Downloader(out, sleep=NoWait(), limits=DownloadLimits(**limits))
 
 
 def _left(out: pathlib.Path) -> list[str]:
@@ -259,16 +259,20 @@ async def test_an_unexpected_error_inside_the_downloader_is_a_download_error(
 
 
 def test_limits_are_checked() -> None:
-    """Caps, speeds and budgets must be positive."""
+    """Caps, speeds, budgets and timeouts must be positive; counts at least one."""
     for bad in (
         {"max_video_bytes": 0},
         {"max_image_bytes": 0},
         {"min_speed": 0},
         {"speed_grace": 0},
         {"file_budget": -1},
+        {"concurrency": 0},
+        {"attempts": 0},
+        {"connect_timeout": 0},
+        {"read_timeout": -1},
     ):
         with pytest.raises(ValueError, match="must be"):
-            Downloader(".", **bad)  # type: ignore[arg-type]
+            DownloadLimits(**bad)
 
 
 # -- a job whose files did not arrive --------------------------------------------------------

@@ -23,15 +23,16 @@ import anyio.to_thread
 import pytest
 
 import kling_async as ka
+from kling_async import JournalLost
 from kling_async._cli.app import main
 from kling_async._durable.anchor import anchor_path, new_anchor, read_anchor, write_anchor
 from kling_async._durable.bridge import JournalBatchStore
 from kling_async._durable.journaled import refuse_orphan_results
-from kling_async._durable.records import JournalLost
 from kling_async._durable.sqlite import SqliteJournal
 from kling_async.simulator import Simulator, SimulatorConfig
 from tests._hostile_journal_child import SCALE as CHILD_SCALE
 from tests._hostile_journal_child import jobs as child_jobs
+from tests.conftest import API_ENV
 from tests.test_journal_resume import SCALE, client_for, jobs
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -178,15 +179,20 @@ def test_the_anchor_cannot_be_written_into_a_missing_folder(tmp_path: pathlib.Pa
         write_anchor(tmp_path / "missing" / "run.sqlite", new_anchor("b"))
 
 
-def test_status_refuses_an_emptied_journal_with_a_clear_message(
-    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """`status` on a journal truncated to 0 bytes: exit 2 and why, not "0 jobs", exit 0."""
-    for name in ("COMETAPI_KEY", "COMETAPI_BASE_URL", "KLING_API_KEY", "KLING_BASE_URL"):
+def _run_the_examples(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run the bundled examples into ``tmp_path/out`` on the in-process simulator."""
+    for name in API_ENV:
         monkeypatch.delenv(name, raising=False)
     shutil.copytree(EXAMPLES, tmp_path / "examples")
     monkeypatch.chdir(tmp_path)
     assert main(["run", "examples/jobs.jsonl", "--out", "out", "--time-scale", "0.002"]) == 0
+
+
+def test_status_refuses_an_emptied_journal_with_a_clear_message(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`status` on a journal truncated to 0 bytes: exit 2 and why, not "0 jobs", exit 0."""
+    _run_the_examples(tmp_path, monkeypatch)
     capsys.readouterr()
     _truncate(tmp_path / "out" / "journal.sqlite")
     code = main(["status", "out/journal.sqlite"])
@@ -196,15 +202,37 @@ def test_status_refuses_an_emptied_journal_with_a_clear_message(
     assert "0 job" not in captured.out
 
 
+def test_resume_of_a_deleted_journal_says_its_anchor_remains(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`resume` of a deleted journal whose .batch.json remains says so and looks jobs up."""
+    _run_the_examples(tmp_path, monkeypatch)
+    journal = tmp_path / "out" / "journal.sqlite"
+    journal.unlink()
+    capsys.readouterr()
+    code = main(["resume", "out/journal.sqlite"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    text = captured.out + captured.err
+    assert "no journal at" not in text
+    assert "is missing, but journal.sqlite.batch.json" in text
+    assert "looks every job up" in text
+    # without its run settings there is no job file to look up: refused, and why
+    journal.unlink()
+    (tmp_path / "out" / "journal.sqlite.run.json").unlink()
+    code = main(["resume", "out/journal.sqlite"])
+    captured = capsys.readouterr()
+    assert code == 2
+    assert "is missing, but journal.sqlite.batch.json" in captured.out + captured.err
+    assert "no job file is left to resume from" in captured.err
+    assert not journal.exists()  # looking at a missing journal does not create one
+
+
 def test_a_moved_output_folder_resumes_where_it_is_now(
     tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Run, move the output folder, resume it: everything lands in the new folder."""
-    for name in ("COMETAPI_KEY", "COMETAPI_BASE_URL", "KLING_API_KEY", "KLING_BASE_URL"):
-        monkeypatch.delenv(name, raising=False)
-    shutil.copytree(EXAMPLES, tmp_path / "examples")
-    monkeypatch.chdir(tmp_path)
-    assert main(["run", "examples/jobs.jsonl", "--out", "out", "--time-scale", "0.002"]) == 0
+    _run_the_examples(tmp_path, monkeypatch)
     saved = json.loads((tmp_path / "out" / "journal.sqlite.run.json").read_text("utf-8"))
     assert (saved["out_dir"], saved["journal"]) == (".", "journal.sqlite")
     (tmp_path / "out").rename(tmp_path / "moved")

@@ -22,6 +22,7 @@ import pytest
 
 import kling_async as ka
 from tests._hostile_gateway import CASES, SLOW_CASE, HostileGateway
+from tests.conftest import API_ENV
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 IMAGES = ROOT / "examples" / "images"
@@ -29,14 +30,7 @@ KEY = "sk-hostile-0123456789abcdef"
 ACCESS_KEY = "ak-hostile-access-4242"
 SECRET_KEY = "sk-hostile-secret-8080-0123456789abcdef"  # 32+ bytes: PyJWT warns below
 SCALE = 0.002
-ENV_NAMES = (
-    "COMETAPI_KEY",
-    "COMETAPI_BASE_URL",
-    "KLING_API_KEY",
-    "KLING_ACCESS_KEY",
-    "KLING_SECRET_KEY",
-    "KLING_BASE_URL",
-)
+ENV_NAMES = API_ENV
 
 
 # --- the canary ------------------------------------------------------------------------

@@ -13,21 +13,19 @@ from hypothesis import strategies as st
 
 from kling_async import (
     DownloadError,
-    JobStore,
-    JournalConflict,
-    JournalError,
-    MemoryStore,
-    SqliteJournal,
-    TaskFailed,
-)
-from kling_async._durable.records import (
     ErrorRecord,
     FileRecord,
     JobRecord,
     JobState,
+    JobStore,
+    JournalConflict,
+    JournalError,
+    MemoryStore,
     ResumePlan,
-    fingerprint,
+    SqliteJournal,
+    TaskFailed,
 )
+from kling_async._durable.records import fingerprint
 
 RECORD = {"prompt": "two friends", "images": ["/in/a.png", "/in/b.png"], "duration": "5"}
 PRINT = fingerprint(RECORD)

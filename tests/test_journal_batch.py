@@ -10,9 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from kling_async import SqliteJournal
+from kling_async import JobState, SqliteJournal
 from kling_async._durable.bridge import JournalBatchStore, outcome_from_row
-from kling_async._durable.records import JobState
 from kling_async._engine import JobStatus, external_id_for
 from kling_async.simulator import Fault, FaultKind, LogNormal, Simulator, SimulatorConfig
 from tests._journal_batch_child import SCALE, client_for, request_for

@@ -12,9 +12,12 @@ import pytest
 from kling_async import (
     Downloader,
     DownloadError,
+    ErrorRecord,
+    FileRecord,
     GeneratedImage,
     Image,
     InvalidRequest,
+    JobState,
     JournalConflict,
     Kind,
     KlingError,
@@ -35,7 +38,6 @@ from kling_async._durable.bridge import (
     outcome_from_row,
     resume_work,
 )
-from kling_async._durable.records import ErrorRecord, FileRecord, JobState
 from kling_async._engine._outcome import JobStatus
 from tests._download_helpers import Served, file_server
 

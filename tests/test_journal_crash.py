@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from kling_async import SqliteJournal
-from kling_async._durable.records import JobState
+from kling_async import JobState, SqliteJournal
 from tests._journal_helpers import PATH, STOP_STATES, record_for
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -21,8 +21,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 
-from kling_async import SqliteJournal
-from kling_async._durable.records import JobRecord, JobState
+from kling_async import JobRecord, JobState, SqliteJournal
 from kling_async._engine import external_id_for
 from tests._journal_kill9_child import BATCH_ID
 

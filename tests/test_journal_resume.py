@@ -9,9 +9,8 @@ import sqlite3
 import pytest
 
 import kling_async as ka
-from kling_async import SqliteJournal
+from kling_async import JobState, SqliteJournal
 from kling_async._durable.bridge import JournalBatchStore
-from kling_async._durable.records import JobState
 from kling_async.simulator import Simulator, SimulatorConfig
 
 SCALE = 0.0005

@@ -10,6 +10,7 @@ import types
 import pytest
 
 import kling_async as ka
+from kling_async import simulator
 
 
 def test_all_is_sorted_and_unique() -> None:
@@ -82,3 +83,31 @@ def test_check_job_key_is_the_public_key_rule() -> None:
     ka.check_job_key("ok")
     with pytest.raises(ka.UnsafeKey):
         ka.check_job_key("../x")
+
+
+@pytest.mark.parametrize("name", ka.__all__)
+def test_help_of_every_public_name_shows_no_private_module(name: str) -> None:
+    """help(ka.X) of every public name (bases, signatures, fields) never says kling_async._."""
+    text = pydoc.render_doc(getattr(ka, name), renderer=pydoc.plaintext)  # type: ignore[attr-defined]
+    assert "kling_async._" not in text
+
+
+@pytest.mark.parametrize("name", [n for n in simulator.__all__ if n != "DEFAULT_API_KEY"])
+def test_help_of_the_simulator_shows_no_private_module(name: str) -> None:
+    """help() of every public name of kling_async.simulator never says simulator._."""
+    text = pydoc.render_doc(getattr(simulator, name), renderer=pydoc.plaintext)  # type: ignore[attr-defined]
+    assert "kling_async.simulator._" not in text
+
+
+def test_the_batch_handle_shows_only_what_users_call() -> None:
+    """Batch and BatchProducer expose the user's calls; the journal's seam stays internal."""
+    public = {name for name in dir(ka.Batch) if not name.startswith("_")}
+    assert public == {"feed", "producer", "statistics", "stop_reason", "submit"}
+    producer = {name for name in dir(ka.BatchProducer) if not name.startswith("_")}
+    assert producer == {"aclose", "close", "closed", "feed", "submit"}
+
+
+def test_journal_lost_is_a_public_journal_error() -> None:
+    """JournalLost (a journal that lost rows its anchor says were written) is a JournalError."""
+    assert issubclass(ka.JournalLost, ka.JournalError)
+    assert ka.JournalLost.__module__ == "kling_async"

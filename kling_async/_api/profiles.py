@@ -391,7 +391,8 @@ class Kling(Profile):
     rules: Rules = attrs.field(default=KLING_RULES, repr=_rules_repr)
     jwt_ttl: int = 1800
     jwt_refresh_margin: int = 300
-    _cache: _TokenCache = attrs.field(factory=_TokenCache, init=False, repr=False, eq=False)
+    # a string annotation: help(ka.Kling) lists __annotations__, and this type is private
+    _cache: "_TokenCache" = attrs.field(factory=_TokenCache, init=False, repr=False, eq=False)
 
     def __attrs_post_init__(self) -> None:
         if not self.api_key and self.access_key and self.secret_key:

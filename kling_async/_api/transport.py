@@ -20,6 +20,7 @@ import aiohttp
 import anyio
 import attrs
 
+from .._core import lifetime
 from .._core.config import DEFAULT_TIMEOUTS, Timeouts
 from .._core.errors import (
     AccountError,
@@ -40,7 +41,6 @@ from .._core.errors import (
     ServerError,
     TransportError,
 )
-from .._core.lifetime import AsyncClosing
 from .._core.redact import Redactor
 
 __all__ = [
@@ -135,7 +135,7 @@ class MockTransport:
         return result
 
 
-class AiohttpTransport(AsyncClosing):
+class AiohttpTransport:
     """The real transport: one pooled aiohttp session, created in ``__aenter__``.
 
     Redirects are not followed (a 3xx comes back as an answer and becomes a typed
@@ -178,6 +178,8 @@ class AiohttpTransport(AsyncClosing):
             raise_for_status=False,
         )
         return self
+
+    __aexit__ = lifetime.__aexit__
 
     async def aclose(self) -> None:
         """Close the session and its connections (shielded from cancellation)."""

@@ -119,6 +119,7 @@ def _add_run_flags(parser: argparse.ArgumentParser, *, resume: bool) -> None:
         default=None if resume else "cometapi",
         help="CometAPI relay (default) or Kling's own API",
     )
+    _add_strict_rules_flag(target)
     target.add_argument(
         "--time-scale",
         type=_positive_float,
@@ -127,6 +128,17 @@ def _add_run_flags(parser: argparse.ArgumentParser, *, resume: bool) -> None:
         f"{run.DEMO_TIME_SCALE}; give a stand-alone simulator's value with --base-url)",
     )
     _add_output_flags(parser)
+
+
+def _add_strict_rules_flag(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    parser.add_argument(
+        "--no-strict-rules",
+        dest="strict_rules",
+        action="store_false",
+        default=None,
+        help="send a job past a documented rule of the profile (model, image count, prompt "
+        "length, masks) that the server may have relaxed; each one is listed first",
+    )
 
 
 def _version() -> str:
@@ -214,6 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="cometapi",
         help="check against the rules this profile documents (default cometapi)",
     )
+    _add_strict_rules_flag(validate_parser)
     validate_parser.add_argument("--json", action="store_true", help="print JSON events")
     validate_parser.add_argument("-q", "--quiet", action="store_true", help="only the exit code")
     validate_parser.set_defaults(handler=_cmd_validate)
@@ -268,11 +281,15 @@ def _display(args: argparse.Namespace) -> tuple[Display, Console | None]:
 def _cmd_validate(args: argparse.Namespace) -> int:
     display, _ = _display(args)
     try:
-        job_file, jobs, problems = load_jobs(args.jobs, rules=PROFILE_RULES[args.profile])
+        rules = PROFILE_RULES[args.profile]
+        strict = args.strict_rules is not False
+        job_file, jobs, problems = load_jobs(args.jobs, rules=rules if strict else None)
     except (OSError, UnicodeDecodeError) as exc:
         display.warning(f"{PROG}: cannot read {args.jobs}: {exc}")
         return run.EXIT_USAGE
     display.problems(str(args.jobs), problems, rows=job_file.rows)
+    if not strict:
+        run.show_relaxed_rules(jobs, rules, display)
     kinds = [job.request.kind.value for job in jobs]
     summary = (
         f"{args.jobs}: {len(jobs)} of {job_file.rows} job(s) valid "
@@ -301,6 +318,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         profile=args.profile,
         time_scale=args.time_scale,
         skip_invalid=args.skip_invalid,
+        strict_rules=args.strict_rules is not False,
     )
     return run.run_command(settings, display, env=os.environ, allow_removed=args.allow_removed)
 
@@ -309,7 +327,15 @@ def _cmd_resume(args: argparse.Namespace) -> int:
     display, _ = _display(args)
     overrides = {
         name: getattr(args, name)
-        for name in ("concurrency", "rate", "deadline", "simulate", "base_url", "profile")
+        for name in (
+            "concurrency",
+            "rate",
+            "deadline",
+            "simulate",
+            "base_url",
+            "profile",
+            "strict_rules",
+        )
         if getattr(args, name) is not None
     }
     if args.time_scale is not None:

@@ -53,6 +53,7 @@ __all__ = [
     "report_command",
     "resume_command",
     "run_command",
+    "show_relaxed_rules",
     "status_command",
 ]
 
@@ -85,6 +86,8 @@ class RunSettings:
     profile: str | None = "cometapi"
     time_scale: float | None = None
     skip_invalid: bool = False
+    strict_rules: bool = True
+    """False: jobs past a documented profile rule are sent (``--no-strict-rules``)."""
 
     def to_json(self, base: pathlib.Path | None = None) -> dict[str, object]:
         """The settings as saved next to the journal (no secrets in here).
@@ -332,6 +335,7 @@ def _engine_knobs(settings: RunSettings, scale: float) -> dict[str, Any]:
         "poll": ka.PollPolicy().scaled(scale),
         "backoff": ka.Backoff().scaled(scale),
         "server_time_scale": scale,
+        "strict_rules": settings.strict_rules,
     }
 
 
@@ -600,11 +604,14 @@ def _check_file(
     assert settings.jobs is not None
     try:
         rules = PROFILE_RULES[settings.profile or "cometapi"]
-        job_file, jobs, problems = load_jobs(settings.jobs, rules=rules)
+        checked = rules if settings.strict_rules else None
+        job_file, jobs, problems = load_jobs(settings.jobs, rules=checked)
     except (OSError, UnicodeDecodeError) as exc:
         display.warning(f"kling-async: cannot read {settings.jobs}: {exc}")
         return EXIT_USAGE
     display.problems(_display_path(settings.jobs), problems, rows=job_file.rows)
+    if not settings.strict_rules:
+        show_relaxed_rules(jobs, rules, display)
     if not job_file.rows:
         display.warning(f"kling-async: {settings.jobs} holds no jobs")
         return EXIT_USAGE
@@ -622,6 +629,28 @@ def _check_file(
     if skipped:
         display.notice(f"Skipping {len(skipped)} invalid row(s) (--skip-invalid).")
     return list(jobs), skipped
+
+
+def show_relaxed_rules(jobs: Sequence[ParsedJob], rules: ka.Rules, display: Display) -> int:
+    """Say which jobs break a documented rule of the profile (``--no-strict-rules``).
+
+    Returns:
+        How many jobs break one; they are valid still, and sent as they are.
+    """
+    breaking = 0
+    for job in jobs:
+        broken = next(iter(rules.violations(job.request)), None)
+        if broken is None:
+            continue
+        breaking += 1
+        if breaking <= STATUS_ROWS:  # the first few, then only the count
+            display.notice(f"line {job.line}: {broken.field}: {broken.rule}")
+    if breaking:
+        display.notice(
+            f"{breaking} job(s) break a documented rule of the {rules.name} profile; "
+            "--no-strict-rules: they are sent anyway."
+        )
+    return breaking
 
 
 def _skipped_records(problems: Sequence[JobProblem], kinds: Mapping[str, str]) -> list[JobRecord]:
@@ -687,10 +716,14 @@ def resume_command(
     allow_removed: bool = False,
 ) -> int:
     """``kling-async resume``: continue the run of a journal; return the exit code."""
-    if not journal.is_file():
+    saved_path = settings_path(journal)
+    # A journal gone while its batch anchor remains was run: its jobs are looked up, not lost.
+    lost = None if journal.is_file() else _lost_journal(journal)
+    if lost is None and not journal.is_file():
         display.warning(f"kling-async: no journal at {journal}")
         return EXIT_USAGE
-    saved_path = settings_path(journal)
+    if lost is not None:
+        display.notice(f"kling-async: {lost}")
     if saved_path.exists():
         try:
             saved = RunSettings.from_json(json.loads(saved_path.read_text("utf-8")), journal)
@@ -709,6 +742,12 @@ def resume_command(
         jobs, skipped = checked
     elif settings.jobs is not None:
         display.notice(f"{settings.jobs} is gone: resuming the jobs recorded in the journal.")
+    if lost is not None and not jobs:
+        display.warning(
+            f"kling-async: the journal is gone and no job file is left to resume from: run"
+            f" the job file again with  kling-async run JOBS --journal {journal}"
+        )
+        return EXIT_USAGE
     try:
         target = resolve_target(settings, env)
     except UsageError as exc:
@@ -722,18 +761,23 @@ def resume_command(
             "Note: tasks that ran on an earlier in-process simulator are gone with it; "
             "the journal still holds every finished job."
         )
-    rows = _journal_rows(journal, display)
-    if rows is None:
-        return EXIT_USAGE
-    from_file = settings.jobs is not None and settings.jobs.exists()
-    if from_file and not _removed_jobs_allowed(settings, jobs, rows, display, allow=allow_removed):
-        return EXIT_USAGE
-    known = [row.key for row in rows]
+    if lost is not None:
+        known: list[str] = []
+    else:
+        rows = _journal_rows(journal, display)
+        if rows is None:
+            return EXIT_USAGE
+        from_file = settings.jobs is not None and settings.jobs.exists()
+        if from_file and not _removed_jobs_allowed(
+            settings, jobs, rows, display, allow=allow_removed
+        ):
+            return EXIT_USAGE
+        known = [row.key for row in rows]
     display.notice(f"Resuming {len(known)} journaled job(s) from {_display_path(journal)}.")
     return BatchRun(settings, target, display, env, jobs, skipped, known).execute()
 
 
-def _journal_rows(journal: pathlib.Path, display: Display) -> list[Any] | None:
+def _journal_rows(journal: pathlib.Path, display: Display) -> list[ka.JobRecord] | None:
     """The journal's rows, or None (and why) when it cannot be read.
 
     Nothing may be sent then: an unreadable journal taken for a new run would send its
@@ -744,7 +788,7 @@ def _journal_rows(journal: pathlib.Path, display: Display) -> list[Any] | None:
     except (ka.JournalError, OSError) as exc:
         display.warning(f"kling-async: cannot read the journal {journal}: {exc}. Nothing was sent.")
         return None
-    return [row for group in _plan_groups(plan) for row in group]
+    return list(plan.rows())
 
 
 def _some(keys: Sequence[str], limit: int = 5) -> str:
@@ -755,7 +799,7 @@ def _some(keys: Sequence[str], limit: int = 5) -> str:
 def _removed_jobs_allowed(
     settings: RunSettings,
     jobs: Sequence[ParsedJob],
-    rows: Sequence[Any],
+    rows: Sequence[ka.JobRecord],
     display: Display,
     *,
     allow: bool,
@@ -797,14 +841,26 @@ def _removed_jobs_allowed(
     return False
 
 
-async def _read_journal(journal: pathlib.Path) -> tuple[str, Mapping[str, Any], Any]:
+def _lost_journal(journal: pathlib.Path) -> str | None:
+    """Why a missing journal is not simply absent: its batch anchor says a run wrote it."""
+    try:
+        anyio.run(_open_readonly, journal)
+    except ka.JournalLost as exc:
+        return str(exc)
+    except (ka.JournalError, OSError):
+        return None
+    return None  # pragma: no cover - only when the journal came back meanwhile
+
+
+async def _open_readonly(journal: pathlib.Path) -> None:
+    async with ka.SqliteJournal.open(journal, readonly=True):
+        pass  # pragma: no cover - only when the journal came back meanwhile
+
+
+async def _read_journal(journal: pathlib.Path) -> tuple[str, Mapping[str, Any], ka.ResumePlan]:
     # Read-only: no lock, no write, so it works beside a live run and on read-only media.
     async with ka.SqliteJournal.open(journal, readonly=True) as store:
         return store.batch_id, dict(store.options), await store.resume()
-
-
-def _plan_groups(plan: Any) -> tuple[Sequence[Any], ...]:
-    return (plan.finished, plan.succeeded, plan.submitted, plan.submitting, plan.pending)
 
 
 def status_command(journal: pathlib.Path, *, json_output: bool) -> int:
@@ -817,9 +873,7 @@ def status_command(journal: pathlib.Path, *, json_output: bool) -> int:
     except (ka.JournalError, OSError) as exc:
         print(f"kling-async: cannot read the journal {journal}: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    rows = sorted(
-        (row for group in _plan_groups(plan) for row in group), key=lambda row: row.created_at
-    )
+    rows = sorted(plan.rows(), key=lambda row: row.created_at)
     states: dict[str, int] = {}
     for row in rows:
         states[row.state.value] = states.get(row.state.value, 0) + 1
@@ -901,7 +955,7 @@ def _printable(text: str) -> str:
     return _UNPRINTABLE.sub(lambda match: ascii(match.group())[1:-1], text)
 
 
-def _row_json(row: Any) -> dict[str, object]:
+def _row_json(row: ka.JobRecord) -> dict[str, object]:
     return {
         "key": row.key,
         "kind": row.kind,

@@ -78,6 +78,10 @@ class BatchStatisticsLike(Protocol):
     @property
     def stopped(self) -> int: ...
     @property
+    def download_failed(self) -> int: ...
+    @property
+    def downloading(self) -> int: ...
+    @property
     def retries(self) -> int: ...
     @property
     def requests(self) -> Mapping[str, int]: ...
@@ -324,9 +328,16 @@ class ProgressTracker:
         if stats is None:
             return Snapshot(total=self.total, queued=self.total, elapsed=self.elapsed)
         limits = {str(getattr(kind, "value", kind)): int(n) for kind, n in stats.limits.items()}
-        # The engine counts a job as ended when its task does; its outcome (and the
-        # progress bar) comes once the result files are downloaded.
-        ended = stats.succeeded + stats.failed + stats.timed_out + stats.stopped
+        # The engine counts a job as downloading from its task's end until its files are
+        # saved; its outcome (and the progress bar) comes a moment after that.
+        ended = (
+            stats.succeeded
+            + stats.failed
+            + stats.timed_out
+            + stats.stopped
+            + stats.download_failed
+            + stats.downloading
+        )
         delivered = self._finished_count
         return Snapshot(
             total=self.total,

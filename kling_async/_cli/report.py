@@ -195,7 +195,7 @@ def _read_results(path: pathlib.Path) -> list[JobRecord]:
     return list(records.values())
 
 
-async def _read_rows(journal: pathlib.Path) -> list[Any]:
+async def _read_rows(journal: pathlib.Path) -> list[ka.JobRecord]:
     async with ka.SqliteJournal.open(journal, readonly=True) as store:
         plan = await store.resume()
         return sorted(plan.rows(), key=lambda row: row.created_at)
@@ -209,7 +209,7 @@ _ROW_STATUS: Final[Mapping[str, str]] = {
 }
 
 
-def _record_of_row(row: Any, out_dir: pathlib.Path) -> JobRecord | None:
+def _record_of_row(row: ka.JobRecord, out_dir: pathlib.Path) -> JobRecord | None:
     """What results.jsonl would say of a journal row that ended (None: not ended)."""
     status = _ROW_STATUS.get(row.state.value)
     if status is None:
@@ -388,7 +388,7 @@ def _files_of(record: JobRecord, out_dir: pathlib.Path) -> list[str]:
 def _group_failures(
     keys: Sequence[str],
     records: Mapping[str, JobRecord],
-    rows: Mapping[str, Any],
+    rows: Mapping[str, ka.JobRecord],
     secrets: Sequence[str],
 ) -> tuple[FailureGroup, ...]:
     groups: dict[tuple[str, str, str], list[str]] = {}
@@ -449,7 +449,7 @@ def _states(keys: Sequence[str], records: Mapping[str, JobRecord]) -> tuple[tupl
     return tuple(sorted(counts.items(), key=lambda item: (order.get(item[0], 99), item[0])))
 
 
-def _wall_time(runs: Sequence[RunTimeline], rows: Sequence[Any]) -> float | None:
+def _wall_time(runs: Sequence[RunTimeline], rows: Sequence[ka.JobRecord]) -> float | None:
     if runs:
         return sum(max(0.0, run.end - run.start) for run in runs)
     if rows:
@@ -502,7 +502,7 @@ def _poll_lags(rows: Sequence[Any], time_scale: float) -> list[tuple[float, floa
 
 
 def _findings(
-    runs: Sequence[RunTimeline], rows: Sequence[Any], totals: Mapping[str, int]
+    runs: Sequence[RunTimeline], rows: Sequence[ka.JobRecord], totals: Mapping[str, int]
 ) -> tuple[str, ...]:
     findings: list[str] = []
     share = _waiting_share(runs)
@@ -541,7 +541,7 @@ def _facts(
     total: int,
     records: Sequence[JobRecord],
     runs: Sequence[RunTimeline],
-    rows: Sequence[Any],
+    rows: Sequence[ka.JobRecord],
     totals: Mapping[str, int],
 ) -> tuple[Fact, ...]:
     units = total_units(records)
@@ -748,7 +748,7 @@ def build_report(
     secrets = _secrets(os.environ if env is None else env)
     journal = journal if journal is not None else out_dir / "journal.sqlite"
     records_list = _read_results(out_dir / RESULTS_FILE)
-    rows_list: list[Any] = anyio.run(_read_rows, journal) if journal.is_file() else []
+    rows_list: list[ka.JobRecord] = anyio.run(_read_rows, journal) if journal.is_file() else []
     runs = read_timeline(out_dir / TIMELINE_FILE)
     records = {record.key: record for record in records_list}
     for row in rows_list:  # a run cut short before its results were written
@@ -761,11 +761,11 @@ def build_report(
     eager = [EAGER_VIDEOS]
     cards: list[Card] = []
     for key in keys:
-        record, row = records.get(key), rows.get(key)
+        record, journaled = records.get(key), rows.get(key)
         if record is None or record.status != "succeeded":
             continue
         media, missing = _media(_files_of(record, out_dir), out_dir, eager)
-        request = row.record if row is not None else None
+        request = journaled.record if journaled is not None else None
         prompt = request.get("prompt") if request else None
         cards.append(
             Card(

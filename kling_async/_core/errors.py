@@ -28,8 +28,9 @@ when the server said how long to wait) or ``batch`` (stop submitting anything)::
     ├── BatchStopped                             BATCH      not sent: the batch circuit opened
     ├── DownloadError                            JOB        a result file could not be saved
     │   └── ResultExpired                        JOB        its URL answers 403/404/410
-    ├── JournalError(KlingError, RuntimeError)   BATCH      the journal cannot be written (_journal)
-    └── WebhookVerificationError(.., ValueError) -          a delivery failed its checks (_webhook)
+    ├── JournalError(KlingError, RuntimeError)   BATCH      the journal cannot be used
+    │   └── JournalLost                          BATCH      it lost rows its anchor says it held
+    └── WebhookVerificationError(.., ValueError) -          a delivery failed its checks
 
 Misuse of the journal raises ``JournalConflict(ValueError)`` (same key, other request) and of
 the downloader ``UnsafeKey(ValueError)``; both are ``ValueError``, not run-time errors.

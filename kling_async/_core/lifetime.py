@@ -1,24 +1,25 @@
-"""The one ``async with`` convention of the package: leaving always ends in ``aclose()``."""
+"""The one ``async with`` convention of the package: leaving always ends in ``aclose()``.
+
+Each class writes ``__aexit__ = lifetime.__aexit__`` and keeps its own ``__aenter__``
+(what it opens differs); the way out is the same everywhere, so it is written once, and
+(unlike a shared base class) it shows no private module in ``help()``.
+"""
 
 from types import TracebackType
+from typing import Protocol
 
-__all__ = ["AsyncClosing"]
+__all__ = ["__aexit__"]
 
 
-class AsyncClosing:
-    """Mixin for an object with an idempotent ``aclose()``: ``__aexit__`` closes it.
+class _Closable(Protocol):
+    async def aclose(self) -> None: ...
 
-    Each class keeps its own ``__aenter__`` (what it opens differs); the way out is the same
-    everywhere, so it is written once.
-    """
 
-    async def aclose(self) -> None:  # pragma: no cover - every user defines its own
-        raise NotImplementedError
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
+async def __aexit__(  # noqa: N807 -- it is the method, assigned in each class body
+    self: "_Closable",  # a string: help() of a public class shows no private type
+    exc_type: type[BaseException] | None,
+    exc: BaseException | None,
+    tb: TracebackType | None,
+) -> None:
+    """Leave the ``async with`` block: ``aclose()``."""
+    await self.aclose()

@@ -1,10 +1,10 @@
 """Typed, frozen models: requests, input images, tasks and their results.
 
-Models know nothing of JSON (that is ``_wire``) nor of I/O. Value rules that need no
+Models know nothing of JSON (that is ``_api/wire.py``) nor of I/O. Value rules that need no
 image bytes (counts, lengths, ranges) are checked when a model is built, as far as they
 hold for every profile (the widest documented bounds); a profile's own, narrower rules
 (``Profile.rules``) and the rules that need the image bytes are checked by
-:func:`kling_async._api.images.validate_request`.
+:func:`kling_async.validate_request`.
 """
 
 import enum
@@ -40,7 +40,7 @@ __all__ = [
 ]
 
 # Bounds that hold for every profile (the widest any documents); CometAPI's 500/200
-# characters for video prompts are its profile's rules (kling_async._api.profiles).
+# characters for video prompts are its profile's rules (_api/profiles.py).
 MAX_VIDEO_PROMPT: Final = 2500
 MAX_VIDEO_NEGATIVE_PROMPT: Final = 2500
 MAX_IMAGE_PROMPT: Final = 2500

@@ -17,6 +17,7 @@ import time
 
 import attrs
 
+from .files import replace_durably, write_all
 from .records import JournalError
 
 __all__ = [
@@ -114,14 +115,11 @@ def write_anchor(journal: "str | os.PathLike[str]", anchor: BatchAnchor) -> None
     try:
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
-            view = memoryview(body)
-            while view:
-                view = view[os.write(fd, view) :]
+            write_all(fd, body)
             os.fsync(fd)
         finally:
             os.close(fd)
-        os.replace(temporary, path)
-        _fsync_dir(path.parent)
+        replace_durably(temporary, path)
     except OSError as exc:
         with contextlib.suppress(OSError):
             temporary.unlink(missing_ok=True)
@@ -131,14 +129,3 @@ def write_anchor(journal: "str | os.PathLike[str]", anchor: BatchAnchor) -> None
 def new_anchor(batch_id: str) -> BatchAnchor:
     """An anchor for a run that begins now, live."""
     return BatchAnchor(batch_id=batch_id, created_at=time.time(), live=True)
-
-
-def _fsync_dir(folder: pathlib.Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # pragma: no cover -- platforms without directory fds (Windows)
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -31,18 +31,20 @@ import anyio
 import attrs
 import yarl
 
+from .._core import lifetime
 from .._core.errors import DownloadError, ResultExpired
-from .._core.lifetime import AsyncClosing
+from .files import replace_durably, write_all
 from .records import FileRecord
 
 __all__ = [
     "ALLOWED_SUFFIXES",
-    "DEFAULT_DOWNLOAD_TIMEOUT",
+    "DEFAULT_DOWNLOAD_LIMITS",
     "DEFAULT_FILE_BUDGET",
     "DEFAULT_MAX_IMAGE_BYTES",
     "DEFAULT_MAX_VIDEO_BYTES",
     "DEFAULT_MIN_SPEED",
     "DEFAULT_SPEED_GRACE",
+    "DownloadLimits",
     "DownloadStatistics",
     "Downloader",
     "UnsafeKey",
@@ -62,8 +64,6 @@ _CONTENT_TYPES = {
     "image/webp": ".webp",
     "video/mp4": ".mp4",
 }
-# Between chunks, not in total: a large video on a slow link may take long, a stall may not.
-DEFAULT_DOWNLOAD_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=60)
 # Kling's results: videos of 5-10 s at 1080p are tens of MB, images a few MB; the caps
 # leave a wide margin and still stop an endless body long before the disk fills.
 DEFAULT_MAX_VIDEO_BYTES = 512 * 1024 * 1024
@@ -73,6 +73,45 @@ DEFAULT_MIN_SPEED = 32 * 1024
 DEFAULT_SPEED_GRACE = 15.0
 DEFAULT_FILE_BUDGET = 1800.0
 """Seconds of transfer (all attempts together) one file may take at most."""
+
+
+@attrs.frozen(kw_only=True)
+class DownloadLimits:
+    """Bounds on the result files a batch downloads (``client.batch(downloads=...)``).
+
+    A hostile or broken file host cannot fill the disk, hold a download slot for as long
+    as it likes, or starve other jobs' files.
+
+    Attributes:
+        concurrency: Files downloading at once.
+        attempts: Tries per file (network errors, 5xx, 429, truncation, too slow).
+        max_video_bytes: Largest video file accepted; a longer body fails the file.
+        max_image_bytes: Largest image file accepted (also for a file of unknown kind).
+        min_speed: Bytes per second a file must average once ``speed_grace`` seconds of
+            an attempt have passed; slower, the attempt ends and frees its slot.
+        speed_grace: Seconds an attempt may take before ``min_speed`` applies.
+        file_budget: Seconds of transfer one file may take over all its attempts.
+        connect_timeout: Seconds to connect to the file host.
+        read_timeout: Seconds between two reads of a body (a stall); not in total, so a
+            large video on a slow link may take long while a stall may not.
+    """
+
+    concurrency: int = attrs.field(default=4, validator=attrs.validators.ge(1))
+    attempts: int = attrs.field(default=5, validator=attrs.validators.ge(1))
+    max_video_bytes: int = attrs.field(
+        default=DEFAULT_MAX_VIDEO_BYTES, validator=attrs.validators.ge(1)
+    )
+    max_image_bytes: int = attrs.field(
+        default=DEFAULT_MAX_IMAGE_BYTES, validator=attrs.validators.ge(1)
+    )
+    min_speed: float = attrs.field(default=DEFAULT_MIN_SPEED, validator=attrs.validators.gt(0))
+    speed_grace: float = attrs.field(default=DEFAULT_SPEED_GRACE, validator=attrs.validators.gt(0))
+    file_budget: float = attrs.field(default=DEFAULT_FILE_BUDGET, validator=attrs.validators.gt(0))
+    connect_timeout: float = attrs.field(default=30.0, validator=attrs.validators.gt(0))
+    read_timeout: float = attrs.field(default=60.0, validator=attrs.validators.gt(0))
+
+
+DEFAULT_DOWNLOAD_LIMITS = DownloadLimits()
 _VIDEO_SUFFIXES = frozenset({".mp4", ".mov"})
 _HEAD = 16  # bytes needed to tell the media
 _CHUNK = 256 * 1024
@@ -241,7 +280,7 @@ class _Retry(Exception):  # noqa: N818 -- internal signal, never escapes
         self.after = after
 
 
-class Downloader(AsyncClosing):
+class Downloader:
     """Downloads result files into one folder with its own bounded concurrency.
 
     Use it as ``async with Downloader(out_dir) as downloader:``; pass ``session`` to share
@@ -249,19 +288,12 @@ class Downloader(AsyncClosing):
 
     Args:
         out_dir: The folder for the files (created if missing).
+        limits: Concurrency, attempts, byte caps, minimum speed, time budget and
+            timeouts of each file.
         session: An aiohttp session to use; one is made and owned when None.
-        concurrency: Files downloading at once.
-        attempts: Tries per file before giving up (network errors, 5xx, 429, truncation).
         backoff_base: First retry waits up to this many seconds (full jitter, doubling).
         backoff_max: Cap of one wait, also of an honoured ``Retry-After``.
-        timeout: aiohttp timeout of one attempt.
         sleep: How to wait between attempts (injected in tests).
-        max_video_bytes: Largest video file accepted; a longer body fails the file.
-        max_image_bytes: Largest image file accepted (also for a file of unknown kind).
-        min_speed: Bytes per second a file must average once ``speed_grace`` seconds
-            of an attempt have passed; slower, the attempt ends and frees its slot.
-        speed_grace: Seconds an attempt may take before ``min_speed`` applies.
-        file_budget: Seconds of transfer one file may take over all its attempts.
         check_media: Refuse a body whose first bytes are not the media expected.
     """
 
@@ -269,41 +301,31 @@ class Downloader(AsyncClosing):
         self,
         out_dir: "str | os.PathLike[str]",
         *,
+        limits: DownloadLimits = DEFAULT_DOWNLOAD_LIMITS,
         session: aiohttp.ClientSession | None = None,
-        concurrency: int = 4,
-        attempts: int = 5,
         backoff_base: float = 0.5,
         backoff_max: float = 30.0,
-        timeout: aiohttp.ClientTimeout = DEFAULT_DOWNLOAD_TIMEOUT,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
-        max_video_bytes: int = DEFAULT_MAX_VIDEO_BYTES,
-        max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
-        min_speed: float = DEFAULT_MIN_SPEED,
-        speed_grace: float = DEFAULT_SPEED_GRACE,
-        file_budget: float = DEFAULT_FILE_BUDGET,
         check_media: bool = True,
     ) -> None:
-        if concurrency < 1 or attempts < 1:
-            raise ValueError("concurrency and attempts must be at least 1")
         if backoff_base < 0 or backoff_max < 0:
             raise ValueError("backoff_base and backoff_max must be >= 0")
-        if max_video_bytes < 1 or max_image_bytes < 1:
-            raise ValueError("max_video_bytes and max_image_bytes must be at least 1")
-        if min_speed <= 0 or speed_grace <= 0 or file_budget <= 0:
-            raise ValueError("min_speed, speed_grace and file_budget must be > 0")
-        self._caps = {"video": max_video_bytes, "image": max_image_bytes}
-        self._min_speed = min_speed
-        self._grace = speed_grace
-        self._budget = file_budget
+        self._limits = limits
+        self._caps = {"video": limits.max_video_bytes, "image": limits.max_image_bytes}
+        self._min_speed = limits.min_speed
+        self._grace = limits.speed_grace
+        self._budget = limits.file_budget
         self._check_media = check_media
         self._dir = pathlib.Path(out_dir)
         self._session = session
         self._owns_session = session is None
-        self._limiter = anyio.CapacityLimiter(concurrency)
-        self._attempts = attempts
+        self._limiter = anyio.CapacityLimiter(limits.concurrency)
+        self._attempts = limits.attempts
         self._backoff_base = backoff_base
         self._backoff_max = backoff_max
-        self._timeout = timeout
+        self._timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=limits.connect_timeout, sock_read=limits.read_timeout
+        )
         self._sleep = sleep
         self._completed = 0
         self._failed = 0
@@ -318,11 +340,18 @@ class Downloader(AsyncClosing):
         """The folder files are saved in."""
         return self._dir
 
+    @property
+    def limits(self) -> DownloadLimits:
+        """The bounds of each file."""
+        return self._limits
+
     async def __aenter__(self) -> Self:
         await anyio.Path(self._dir).mkdir(parents=True, exist_ok=True)
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=self._timeout)
         return self
+
+    __aexit__ = lifetime.__aexit__
 
     async def aclose(self) -> None:
         """Close the session if this downloader made it."""
@@ -640,9 +669,7 @@ class _PartWriter:
         fd = os.open(self.part, flags, 0o644)
         try:
             for chunk in self._chunks:
-                view = memoryview(chunk)
-                while view:
-                    view = view[os.write(fd, view) :]
+                write_all(fd, chunk)
         except BaseException:
             os.close(fd)
             raise
@@ -662,7 +689,7 @@ class _PartWriter:
             os.fsync(fd)
         finally:
             os.close(fd)
-        _publish(self.part, final)
+        replace_durably(self.part, final)
 
 
 async def _size_or_zero(path: pathlib.Path) -> int:
@@ -785,19 +812,6 @@ class _MediaCheck:
                 f" ({media[1]}), not the {self._kind} expected",
                 url=self._url,
             )
-
-
-def _publish(part: pathlib.Path, final: pathlib.Path) -> None:
-    """Rename the finished part over the final name, then make the rename durable."""
-    os.replace(part, final)
-    try:
-        fd = os.open(final.parent, os.O_RDONLY)
-    except OSError:  # pragma: no cover -- platforms without directory fds (Windows)
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _content_range_start(value: str | None) -> int | None:

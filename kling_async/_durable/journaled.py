@@ -16,10 +16,16 @@ import anyio
 import attrs
 
 from .._core.models import Kind
-from .._engine import Batch, JobStatus, Outcome, external_id_for
+from .._engine import BatchControl, JobStatus, Outcome, external_id_for
 from .anchor import anchor_path
 from .bridge import JournalBatchStore, download_outcome, resume_work
-from .downloads import ALLOWED_SUFFIXES, Downloader, file_stem
+from .downloads import (
+    ALLOWED_SUFFIXES,
+    DEFAULT_DOWNLOAD_LIMITS,
+    Downloader,
+    DownloadLimits,
+    file_stem,
+)
 from .records import JournalError
 from .sqlite import SqliteJournal
 from .store import JobStore, MemoryStore
@@ -28,14 +34,15 @@ __all__ = ["prepare"]
 
 
 async def prepare(
-    batch: Batch,
+    control: BatchControl,
     stack: contextlib.AsyncExitStack,
     *,
     journal: "str | os.PathLike[str] | None",
     out_dir: "str | os.PathLike[str] | None",
     batch_id: str | None,
+    downloads: DownloadLimits | None = None,
 ) -> None:
-    """Attach the journal and downloads to ``batch`` and queue what a resume must do."""
+    """Attach the journal and downloads to a batch (through ``control``); queue the resume."""
     store: JobStore
     recovering = False
     if journal is not None:
@@ -47,22 +54,24 @@ async def prepare(
         store, recovering = opened, opened.recovering
         if recovering:
             # rows were lost: any job the journal does not hold as sent may have been paid
-            batch.reconcile_new_jobs()
+            control.reconcile_new_jobs()
     else:
-        store = MemoryStore(batch_id=batch_id or batch.batch_id, keep_records=False)
+        store = MemoryStore(batch_id=batch_id or control.batch_id, keep_records=False)
         stack.push_async_callback(store.aclose)
     # With downloads, a key that cannot name a file is refused at submit, before it is paid.
     bridge = JournalBatchStore(
         store, check_key=None if out_dir is None else file_stem, recovering=recovering
     )
-    batch.configure(batch_id=store.batch_id, store=bridge)
+    control.configure(batch_id=store.batch_id, store=bridge)
     if out_dir is not None:
-        downloader = await stack.enter_async_context(Downloader(out_dir))
+        downloader = await stack.enter_async_context(
+            Downloader(out_dir, limits=downloads or DEFAULT_DOWNLOAD_LIMITS)
+        )
 
         async def finish(outcome: Outcome) -> Outcome:
             return await download_outcome(downloader, bridge, outcome)
 
-        batch.configure(finisher=finish)
+        control.configure(finisher=finish)
     if journal is None:
         return
     work = resume_work(await store.resume())
@@ -73,7 +82,7 @@ async def prepare(
             # files are where the output folder is now, even if it was moved since
             here = pathlib.Path(out_dir)
             outcome = attrs.evolve(ended, files=tuple(here / f.name for f in ended.files))
-        batch.restore(outcome, finish=out_dir is not None and outcome.key in to_download)
+        control.restore(outcome, finish=out_dir is not None and outcome.key in to_download)
     for row, error in work.broken:
         outcome = Outcome(
             key=row.key,
@@ -85,26 +94,26 @@ async def prepare(
             queued_at=row.created_at,
         )
         await bridge.finished(outcome)
-        batch.restore(outcome)
+        control.restore(outcome)
     for job in work.poll:
-        await batch.resume(
+        await control.resume(
             job.request,
             key=job.row.key,
-            external_id=job.row.external_id or external_id_for(batch.batch_id, job.row.key),
+            external_id=job.row.external_id or external_id_for(control.batch_id, job.row.key),
             task_id=job.row.task_id,
         )
     if recovering:
         for job in work.submit:  # PENDING may be a lost SUBMITTING: look it up first
-            external_id = external_id_for(batch.batch_id, job.row.key)
+            external_id = external_id_for(control.batch_id, job.row.key)
             await store.mark_submitting(job.row.key, external_id)
     for job in (*work.reconcile, *(work.submit if recovering else ())):
-        await batch.resume(
+        await control.resume(
             job.request,
             key=job.row.key,
-            external_id=job.row.external_id or external_id_for(batch.batch_id, job.row.key),
+            external_id=job.row.external_id or external_id_for(control.batch_id, job.row.key),
         )
     if work.submit and not recovering:
-        batch.resume_pending((job.row.key, job.request) for job in work.submit)
+        control.resume_pending((job.row.key, job.request) for job in work.submit)
 
 
 _RESULTS_FILES = frozenset({"results.jsonl"})

@@ -11,7 +11,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import attrs
 
-from .._core.lifetime import AsyncClosing
+from .._core import lifetime
 from .records import (
     TERMINAL_STATES,
     ErrorRecord,
@@ -206,7 +206,7 @@ class RowRules:
         return attrs.evolve(row, error=error, updated_at=time.time())
 
 
-class MemoryStore(AsyncClosing):
+class MemoryStore:
     """A ``JobStore`` in memory: the same rules as the journal, nothing survives the process.
 
     Args:
@@ -320,6 +320,8 @@ class MemoryStore(AsyncClosing):
             largest_group=1 if self._writes else 0,
             queued=0,
         )
+
+    __aexit__ = lifetime.__aexit__
 
     async def aclose(self) -> None:
         """Nothing to release in memory."""

@@ -1,6 +1,6 @@
 """The engine: submission lane, poll scheduler, adaptive limits, ``Batch`` and ``Outcome``."""
 
-from ._batch import Batch, BatchProducer
+from ._batch import Batch, BatchControl, BatchProducer
 from ._ids import MAX_EXTERNAL_ID, external_id_for
 from ._job import TaskApi
 from ._lane import LaneStatistics
@@ -13,6 +13,7 @@ from ._store import BatchStore, NullStore
 __all__ = [
     "MAX_EXTERNAL_ID",
     "Batch",
+    "BatchControl",
     "BatchProducer",
     "BatchStatistics",
     "BatchStore",

@@ -5,11 +5,12 @@ import contextlib
 import logging
 from collections.abc import AsyncIterable, Awaitable, Callable, Coroutine, Iterable
 from types import TracebackType
-from typing import Any, Protocol, Self
+from typing import Any, Protocol, Self, TypeAlias
 
 import anyio
 import anyio.abc
 
+from .._core import lifetime
 from .._core.clock import Clock
 from .._core.errors import BatchStopped, KlingError, Scope
 from .._core.models import Kind, Request
@@ -19,7 +20,7 @@ from ._lane import Lane
 from ._outcome import BatchStatistics, JobStatus, Outcome
 from ._store import BatchStore, NullStore
 
-__all__ = ["Batch", "BatchHost", "BatchProducer"]
+__all__ = ["Batch", "BatchControl", "BatchHost", "BatchProducer", "Prepare"]
 
 
 class BatchHost(Protocol):
@@ -37,13 +38,6 @@ class BatchHost(Protocol):
 
 
 logger = logging.getLogger("kling_async")
-
-_STATUS_FIELD = {
-    JobStatus.SUCCEEDED: "succeeded",
-    JobStatus.FAILED: "failed",
-    JobStatus.TIMED_OUT: "timed_out",
-    JobStatus.STOPPED: "stopped",
-}
 
 
 class Batch:
@@ -76,7 +70,7 @@ class Batch:
 
     def __init__(
         self,
-        engine: BatchHost,
+        engine: "BatchHost",  # a string: help(ka.Batch) shows no private type
         *,
         batch_id: str,
         max_pending: int = 1000,
@@ -84,7 +78,7 @@ class Batch:
         store: BatchStore | None = None,
         finisher: Callable[[Outcome], Awaitable[Outcome]] | None = None,
         max_finishing: int = 4,
-        prepare: "Callable[[Batch, contextlib.AsyncExitStack], Awaitable[None]] | None" = None,
+        prepare: "Prepare | None" = None,
     ) -> None:
         if max_pending < 1:
             raise ValueError("max_pending must be >= 1")
@@ -107,6 +101,7 @@ class Batch:
         self._delivered = 0
         self._phases = collections.Counter[Phase]()
         self._ends = collections.Counter[JobStatus]()
+        self._in_finisher = 0  # succeeded tasks whose files are downloading
         self._requests = collections.Counter[str]()
         self._retries = 0
         self._reason: KlingError | None = None
@@ -124,6 +119,7 @@ class Batch:
         self._journaled: set[str] = set()
         self._reconcile_new = False
         self._owner = _JobOwner(self)
+        self._control = BatchControl(self)
 
     # -- lifetime ---------------------------------------------------------------------------
 
@@ -139,23 +135,23 @@ class Batch:
             for kind in Kind:
                 await tg.start(self._dispatch, kind)
             if self._prepare is not None:
-                await self._prepare(self, self._stack)
+                await self._prepare(self._control, self._stack)
         except BaseException as exc:
             await self.__aexit__(type(exc), exc, exc.__traceback__)
             raise
         return self
 
-    def configure(
+    def _configure(
         self,
         *,
         batch_id: str | None = None,
         store: BatchStore | None = None,
         finisher: Callable[[Outcome], Awaitable[Outcome]] | None = None,
-        prepare: "Callable[[Batch, contextlib.AsyncExitStack], Awaitable[None]] | None" = None,
+        prepare: "Prepare | None" = None,
     ) -> None:
         """Set the batch id, store, finisher or set-up while the batch has no job yet.
 
-        ``prepare(batch, stack)`` runs when the batch is entered (after its dispatchers
+        ``prepare(control, stack)`` runs when the batch is entered (after its dispatchers
         start); what it enters on ``stack`` is closed when the batch is left.
 
         Raises:
@@ -320,9 +316,9 @@ class Batch:
             deadline=None if self._deadline is None else clock.now() + self._deadline,
         )
 
-    # -- resuming (the journal's seam) ------------------------------------------------------
+    # -- resuming (the journal's seam, reached through BatchControl) -------------------------
 
-    def restore(self, outcome: Outcome, *, finish: bool = False) -> None:
+    def _restore(self, outcome: Outcome, *, finish: bool = False) -> None:
         """Yield ``outcome`` of a job that already ended (read back from a journal; no network).
 
         Args:
@@ -338,19 +334,20 @@ class Batch:
         self._keys.add(outcome.key)
         self._journaled.add(outcome.key)
         self._accepted += 1
-        self._ends[outcome.status] += 1
         if finish and outcome.ok and self._finisher is not None and self._tg is not None:
+            self._in_finisher += 1
             self._tg.start_soon(self._finish, outcome)
             return
+        self._ends[outcome.status] += 1
         self._emit(outcome)
 
-    def start_soon(self, func: Callable[..., Coroutine[Any, Any, object]], *args: object) -> None:
+    def _start_soon(self, func: Callable[..., Coroutine[Any, Any, object]], *args: object) -> None:
         """Run ``func(*args)`` in the batch's own task group (it ends with the batch)."""
         if self._tg is None:
             raise RuntimeError("the batch is not running")
         self._tg.start_soon(func, *args)
 
-    def reconcile_new_jobs(self) -> None:
+    def _reconcile_new_jobs(self) -> None:
         """Look each job submitted from now on up by external id before its first create.
 
         For a journal that lost rows: a job it does not know may have been created by an
@@ -359,7 +356,7 @@ class Batch:
         """
         self._reconcile_new = True
 
-    def resume_pending(self, jobs: Iterable[tuple[str, Request]]) -> None:
+    def _resume_pending(self, jobs: Iterable[tuple[str, Request]]) -> None:
         """Queue journaled PENDING jobs (already in the store) in the background.
 
         Their keys count as journaled at once: submitting one again before its turn comes
@@ -370,7 +367,7 @@ class Batch:
         pending = list(jobs)
         self._journaled.update(key for key, _ in pending)
         self._open_input()
-        self.start_soon(self._queue_pending, pending)
+        self._start_soon(self._queue_pending, pending)
 
     async def _queue_pending(self, jobs: list[tuple[str, Request]]) -> None:
         try:
@@ -379,7 +376,7 @@ class Batch:
         finally:
             self._close_input()
 
-    async def resume(
+    async def _resume(
         self,
         request: Request,
         *,
@@ -455,6 +452,8 @@ class Batch:
             failed=self._ends[JobStatus.FAILED],
             timed_out=self._ends[JobStatus.TIMED_OUT],
             stopped=self._ends[JobStatus.STOPPED],
+            downloading=self._in_finisher,
+            download_failed=self._ends[JobStatus.DOWNLOAD_FAILED],
             retries=self._retries,
             requests={what: self._requests[what] for what in ("create", "query", "list")},
             limits=self._engine.limits_now(),
@@ -535,11 +534,13 @@ class Batch:
             self._unsent.discard(job)
             self._room.release()
         await self._store.finished(outcome)
-        self._ends[outcome.status] += 1
         if outcome.ok and self._finisher is not None and self._tg is not None:
-            # Downloads and the like run in the batch's own tasks, bounded, not in the poller.
+            # Downloads and the like run in the batch's own tasks, bounded, not in the poller;
+            # the job is counted by how it ends once they are done (DOWNLOAD_FAILED too).
+            self._in_finisher += 1
             self._tg.start_soon(self._finish, outcome)
             return
+        self._ends[outcome.status] += 1
         self._emit(outcome)
 
     async def _finish(self, outcome: Outcome) -> None:
@@ -553,6 +554,8 @@ class Batch:
                     outcome.key,
                     extra={"job_key": outcome.key, "task_id": outcome.task_id, "request_id": None},
                 )
+        self._in_finisher -= 1
+        self._ends[outcome.status] += 1
         self._emit(outcome)
 
     def _emit(self, outcome: Outcome) -> None:
@@ -598,6 +601,33 @@ class _JobOwner:
         self.open_circuit = batch._open_circuit
 
 
+class BatchControl:
+    """The owner's side of a :class:`Batch`: what the durable layer does to it.
+
+    The journal and the downloads configure the batch, restore the jobs a journal holds
+    and resume the ones still running; a ``prepare`` set-up receives this object, so the
+    user's ``Batch`` handle shows only what users call.
+    """
+
+    def __init__(self, batch: Batch) -> None:
+        self._batch = batch
+        self.configure = batch._configure
+        self.restore = batch._restore
+        self.start_soon = batch._start_soon
+        self.reconcile_new_jobs = batch._reconcile_new_jobs
+        self.resume_pending = batch._resume_pending
+        self.resume = batch._resume
+
+    @property
+    def batch_id(self) -> str:
+        """The batch id (part of every external task id)."""
+        return self._batch.batch_id
+
+
+Prepare: TypeAlias = Callable[[BatchControl, contextlib.AsyncExitStack], Awaitable[None]]
+"""A batch's set-up, run when it is entered: ``prepare(control, stack)``."""
+
+
 class BatchProducer:
     """One producer's input to a :class:`Batch` (from :meth:`Batch.producer`).
 
@@ -615,13 +645,7 @@ class BatchProducer:
     async def __aenter__(self) -> Self:
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()  # the package's one way out (as AsyncClosing, not shown in help)
+    __aexit__ = lifetime.__aexit__
 
     def __repr__(self) -> str:
         state = "open" if self._open else "closed"

@@ -57,10 +57,14 @@ class BatchStatistics:
         queued: Jobs accepted and not yet sent (waiting for a slot, or backing off).
         submitting: Jobs whose create call is in flight.
         running: Jobs whose task runs on the server.
-        succeeded: Jobs that ended SUCCEEDED.
+        downloading: Jobs whose task succeeded and whose result files are downloading
+            (with ``out_dir``); each then counts as succeeded or download_failed.
+        succeeded: Jobs that ended SUCCEEDED (their files saved, with ``out_dir``).
         failed: Jobs that ended FAILED.
         timed_out: Jobs that ended TIMED_OUT.
         stopped: Jobs that ended STOPPED (the batch circuit opened or the batch was left).
+        download_failed: Jobs whose task succeeded but whose files did not arrive
+            (DOWNLOAD_FAILED: not counted as succeeded).
         retries: Requests sent again after a transient error.
         requests: Requests made for this batch by type (``create``, ``query``, ``list``).
         limits: The current adaptive slot limit per kind.
@@ -69,10 +73,12 @@ class BatchStatistics:
     queued: int = 0
     submitting: int = 0
     running: int = 0
+    downloading: int = 0
     succeeded: int = 0
     failed: int = 0
     timed_out: int = 0
     stopped: int = 0
+    download_failed: int = 0
     retries: int = 0
     requests: Mapping[str, int] = attrs.field(factory=dict)
     limits: Mapping[Kind, int] = attrs.field(factory=dict)
@@ -80,4 +86,4 @@ class BatchStatistics:
     @property
     def finished(self) -> int:
         """Jobs that ended, whatever the status."""
-        return self.succeeded + self.failed + self.timed_out + self.stopped
+        return self.succeeded + self.failed + self.timed_out + self.stopped + self.download_failed

@@ -10,6 +10,7 @@ from typing import Self
 import anyio
 import attrs
 
+from .._core import lifetime
 from .._core.clock import Clock, SystemClock
 from .._core.config import (
     DEFAULT_BACKOFF,
@@ -22,9 +23,8 @@ from .._core.config import (
     PollPolicy,
 )
 from .._core.errors import BatchStopped, KlingError
-from .._core.lifetime import AsyncClosing
 from .._core.models import Kind, Request, Task, TaskStatus
-from ._batch import Batch
+from ._batch import Batch, Prepare
 from ._ids import external_id_for
 from ._job import Job, Phase, TaskApi
 from ._lane import Lane, LaneStatistics
@@ -90,7 +90,7 @@ class _Single:
         pass
 
 
-class Engine(AsyncClosing):
+class Engine:
     """Runs jobs for one client: the submission lane and the poll scheduler.
 
     An async context manager: entering starts the scheduler service in a task group;
@@ -196,6 +196,8 @@ class Engine(AsyncClosing):
         finally:
             self._running = False
 
+    __aexit__ = lifetime.__aexit__
+
     async def aclose(self) -> None:
         """Stop everything the engine runs and wait for it to end. Idempotent."""
         self._closed = True
@@ -271,6 +273,7 @@ class Engine(AsyncClosing):
         deadline: float | None = None,
         store: BatchStore | None = None,
         finisher: Callable[[Outcome], Awaitable[Outcome]] | None = None,
+        prepare: Prepare | None = None,
     ) -> Batch:
         """Return a new :class:`Batch` running on this engine (enter it with ``async with``).
 
@@ -281,6 +284,8 @@ class Engine(AsyncClosing):
             store: Told of every state change (the journal's seam).
             finisher: Run on each SUCCEEDED outcome before it is yielded (downloads);
                 returns the outcome to yield.
+            prepare: Run as ``prepare(control, stack)`` when the batch is entered (the
+                journal's set-up); what it enters on ``stack`` closes with the batch.
         """
         return Batch(
             self,
@@ -289,6 +294,7 @@ class Engine(AsyncClosing):
             deadline=deadline,
             store=store,
             finisher=finisher,
+            prepare=prepare,
         )
 
     def refresh(self, task_id: str) -> bool:

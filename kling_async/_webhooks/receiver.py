@@ -47,8 +47,8 @@ from aiohttp import web
 from aiolimiter import AsyncLimiter
 
 from .._api.wire import parse_task
+from .._core import lifetime
 from .._core.errors import MalformedResponse
-from .._core.lifetime import AsyncClosing
 from .._core.models import TaskStatus
 from .._core.redact import scrub_credentials
 from .config import WebhookConfig, clean_path
@@ -260,7 +260,7 @@ class WebhookSubscription:
         return "new"
 
 
-class WebhookReceiver(AsyncClosing):
+class WebhookReceiver:
     """Receives status-change callbacks and turns them into hints for subscribers.
 
     Serve it on its own for the lifetime of a client::
@@ -392,6 +392,8 @@ class WebhookReceiver(AsyncClosing):
         self._url = f"http://{_url_host(host)}:{port}{self._config.route_path}"
         logger.info("webhook receiver listening on %s", self._url)
         return self
+
+    __aexit__ = lifetime.__aexit__
 
     async def aclose(self) -> None:
         """Stop serving (when serving) and drop every subscription; idempotent."""

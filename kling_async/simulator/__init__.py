@@ -25,6 +25,8 @@ Admin endpoints: ``GET /_sim/statistics``, ``POST /_sim/advance?seconds=S``,
 Stand-alone: ``kling-async simulate --port 8765`` or ``python -m kling_async.simulator``.
 """
 
+import types as _types
+
 from ._callbacks import sign_webhook as sign_webhook
 from ._config import DEFAULT_API_KEY as DEFAULT_API_KEY
 from ._config import AccountState as AccountState
@@ -62,3 +64,19 @@ __all__ = [
     "serve",
     "sign_webhook",
 ]
+
+
+def _present_as_public() -> None:
+    """Show public names as ``kling_async.simulator.X`` in help() and tracebacks.
+
+    The same rule as the package root's (the simulator imports nothing of the client, so
+    it has its own four lines); each name stays importable from here, so pickling works.
+    """
+    namespace = globals()
+    for name in __all__:
+        value = namespace[name]
+        if isinstance(value, type | _types.FunctionType):
+            value.__module__ = __name__
+
+
+_present_as_public()
