@@ -1,0 +1,2 @@
+"""What survives a crash: job records, the stores (memory, SQLite), the batch anchor,
+resume and downloads."""
