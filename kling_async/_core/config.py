@@ -183,12 +183,18 @@ class Backoff:
 class PollPolicy:
     """When the scheduler asks about a running task.
 
-    The first poll comes at ``first_poll`` times the expected run time of the kind (the
-    running median of this client's finished tasks; ``expected_video`` /
-    ``expected_image`` until some have finished). Later polls start ``interval`` times
-    the expected run time apart and grow by ``growth`` up to ``max_interval``, each with
-    +/- ``jitter`` so polls do not come in waves. A task past its job's deadline is
-    polled every ``overdue_interval`` until it ends (it still holds its account slot).
+    Polls follow the learned run-time distribution of tasks like it (per kind, model,
+    mode, duration and ``n``; fed by the server's own timestamps, kept with the journal).
+    Until ``min_samples`` run times of a kind are known (cold start), the first poll comes
+    at ``cold_first`` times the prior (``expected_video`` / ``expected_image``) and each
+    next one when the task's age has grown by ``cold_growth``. Once learned, the first
+    poll comes at the ``first_quantile`` of the distribution and the next ones are spaced
+    by ``spacing`` (dense where tasks usually end, sparse in the tail); past the learned
+    tail the age grows by ``growth`` per poll. Every interval stays within
+    ``min_interval``..``max_interval`` and gets +/- ``jitter``. A server ``Retry-After``
+    or ``progress`` moves the next poll. A task past its job's deadline is polled every
+    ``overdue_interval`` until it ends (it still holds its account slot).
+    ``first_poll`` and ``interval`` are no longer used (kept for compatibility).
 
     With webhooks on, a task created with the client's ``callback_url`` is polled only
     every ``webhook_interval`` (a slow safety net: a delivery makes it due at once)
@@ -218,6 +224,19 @@ class PollPolicy:
         webhook_interval: With webhooks on, the safety interval between polls, seconds.
         webhook_grace: With webhooks on, share of the expected run time after which a
             task that has not ended is polled at the normal pace again.
+        first_quantile: Once run times are learned (``min_samples`` of a kind), the first
+            poll comes when this share of such tasks has ended.
+        spacing: Once learned, the gap between polls of a task, in log time, is
+            ``spacing / sqrt(hazard)`` (dense where tasks usually end, sparse in the
+            tail); smaller means more polls and quicker detection.
+        cold_first: While too few run times are learned, share of the prior expected run
+            time before the first poll.
+        cold_growth: While too few run times are learned, factor between a task's age at
+            one poll and at the next.
+        min_samples: Run times of a kind learned before polls follow the learned
+            distribution instead of the cold-start probe.
+        idle_spacing: Factor on ``spacing`` for tasks nobody waits for (no queued job
+            needs their slot, no caller awaits them in ``generate()``).
     """
 
     expected_video: float = attrs.field(default=120.0, validator=_positive)
@@ -237,12 +256,20 @@ class PollPolicy:
     time_scale: float = attrs.field(default=1.0, validator=_positive)
     webhook_interval: float = attrs.field(default=300.0, validator=_positive)
     webhook_grace: float = attrs.field(default=1.5, validator=_positive)
+    first_quantile: float = attrs.field(default=0.03, validator=_share)
+    spacing: float = attrs.field(default=0.12, validator=_positive)
+    cold_first: float = attrs.field(default=0.2, validator=_positive)
+    cold_growth: float = attrs.field(default=1.15, validator=_positive)
+    min_samples: int = attrs.field(default=3, validator=_at_least_one)
+    idle_spacing: float = attrs.field(default=1.5, validator=_positive)
 
     def __attrs_post_init__(self) -> None:
         if self.min_interval > self.max_interval:
             raise ValueError("PollPolicy.min_interval must be <= max_interval")
         if self.list_page_size > 500:
             raise ValueError("PollPolicy.list_page_size must be <= 500")
+        if self.cold_growth <= 1.0:
+            raise ValueError("PollPolicy.cold_growth must be > 1")
 
     def scaled(self, factor: float) -> "PollPolicy":
         """Return this policy with every duration multiplied by ``factor`` (time-scaled runs)."""
