@@ -197,15 +197,24 @@ class PollScheduler:
         if load is None or not hasattr(store, "save_runtime_model"):
             return
         text = await load()
-        if isinstance(text, str) and self.model.added == 0:
-            self.model.loads(text)
+        if isinstance(text, str) and self.model.added == 0 and self.model.loads(text):
+            for kind in Kind:
+                if self.model.distribution(kind) is not None:
+                    self._replan_cold(kind)  # tasks resumed before the model was read
         self._stores.append(store)
 
     async def detach_store(self, store: object) -> None:
         """Save the model to ``store`` a last time and stop saving there."""
         if store in self._stores:
             self._stores.remove(store)
-            await store.save_runtime_model(self.model.dumps())  # type: ignore[attr-defined]
+            await self._save(store, self.model.dumps())
+
+    @staticmethod
+    async def _save(store: object, text: str) -> None:
+        try:
+            await store.save_runtime_model(text)  # type: ignore[attr-defined]
+        except Exception as exc:  # the model is a hint: never fatal
+            logger.warning("could not save the run-time model: %s", exc)
 
     async def watch(self, job: Job, task: Task | None = None, *, adopted: bool = False) -> None:
         """Poll ``job``'s task until it ends (``task``: what the create or lookup answered).
@@ -430,10 +439,7 @@ class PollScheduler:
             self._saved = self.model.added
             text = self.model.dumps()
             for store in list(self._stores):
-                try:
-                    await store.save_runtime_model(text)  # type: ignore[attr-defined]
-                except Exception as exc:  # the model is a hint, never fatal
-                    logger.warning("could not save the run-time model: %s", exc)
+                await self._save(store, text)
 
     async def _poll_one(self, job: Job) -> None:
         if job.phase is not Phase.RUNNING:
@@ -543,7 +549,7 @@ class PollScheduler:
         if recheck:
             self._schedule(job, now)
         else:
-            self._reschedule(job, getattr(task, "progress", None))
+            self._reschedule(job, task.progress)
 
     # -- when to look ------------------------------------------------------------------------
 
@@ -568,34 +574,37 @@ class PollScheduler:
         if progress is not None and 0.0 < progress < 1.0 and age > 0:
             # The server's own estimate: the rest takes as long again as progress says.
             target = age / progress
+            longest = policy.max_interval
         else:
-            target = self._target_age(job, age)
-        interval = min(policy.max_interval, max(policy.min_interval, target - age))
+            target, early = self._target_age(job, age)
+            # Before the first learned quantile nothing ends: no need for a look per max_interval.
+            longest = target - age if early else policy.max_interval
+        interval = min(longest, max(policy.min_interval, target - age))
         spread = policy.jitter * (2.0 * self._rng.random() - 1.0)
         return interval * (1.0 + spread)
 
-    def _target_age(self, job: Job, age: float) -> float:
-        """The task age at which to look next, from the learned distribution or the prior."""
+    def _target_age(self, job: Job, age: float) -> tuple[float, bool]:
+        """The task age at which to look next, and whether it is the first learned quantile."""
         policy = self._policy
         sketch = self.model.distribution(job.kind, job.runtime_key)
         if sketch is None:
             job.cold = True
-            return max(policy.cold_first * self.prior(job.kind), age * policy.cold_growth)
+            return max(policy.cold_first * self.prior(job.kind), age * policy.cold_growth), False
         job.cold = False
         first = sketch.quantile(policy.first_quantile)
         assert first is not None
         if age < first:
-            return first
+            return first, True
         done = sketch.cdf(age)
         survival = 1.0 - done
         if survival < _TAIL:
-            return age * policy.growth
+            return age * policy.growth, False
         hazard = (sketch.cdf(age * math.exp(_HAZARD_STEP)) - done) / (_HAZARD_STEP * survival)
         spacing = policy.spacing * (1.0 if self._priority(job) == 0 else policy.idle_spacing)
         step = math.log(policy.growth)
         if hazard > 0:
             step = min(step, spacing / math.sqrt(hazard))
-        return age * math.exp(step)
+        return age * math.exp(step), False
 
     def _reschedule(self, job: Job, progress: float | None = None) -> None:
         if job.phase is not Phase.RUNNING:
