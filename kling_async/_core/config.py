@@ -257,7 +257,7 @@ class PollPolicy:
     webhook_interval: float = attrs.field(default=300.0, validator=_positive)
     webhook_grace: float = attrs.field(default=1.5, validator=_positive)
     first_quantile: float = attrs.field(default=0.03, validator=_share)
-    spacing: float = attrs.field(default=0.12, validator=_positive)
+    spacing: float = attrs.field(default=0.15, validator=_positive)
     cold_first: float = attrs.field(default=0.2, validator=_positive)
     cold_growth: float = attrs.field(default=1.15, validator=_positive)
     min_samples: int = attrs.field(default=3, validator=_at_least_one)

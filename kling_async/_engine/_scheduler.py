@@ -49,6 +49,9 @@ _EARLY_HINT_TTL = 300.0
 _HAZARD_STEP = 0.04  # log-time step over which the learned hazard is measured
 _TAIL = 0.003  # survival below which a task is past the learned tail (geometric growth)
 _SAVE_EVERY = 16  # learned run times between two saves of the model to attached stores
+# Cold tasks of one kind that probe on the cold-start ladder at once; the others wait at
+# the prior (growing by ``growth``) until the scouts' run times are learned and replan them.
+_SCOUTS = 4
 
 
 class RunningMedian:
@@ -151,6 +154,7 @@ class PollScheduler:
         self._by_task: dict[str, Job] = {}
         self._early: collections.OrderedDict[str, float] = collections.OrderedDict()
         self._running = dict.fromkeys(Kind, 0)
+        self._scouts = dict.fromkeys(Kind, 0)
         self._sleep_scope: anyio.CancelScope | None = None
         self._sleep_target = -math.inf
         self.model = RuntimeModel(min_samples=policy.min_samples)
@@ -589,8 +593,16 @@ class PollScheduler:
         sketch = self.model.distribution(job.kind, job.runtime_key)
         if sketch is None:
             job.cold = True
-            return max(policy.cold_first * self.prior(job.kind), age * policy.cold_growth), False
+            if not job.scout and (job.awaited or self._scouts[job.kind] < _SCOUTS):
+                job.scout = True
+                self._scouts[job.kind] += 1
+            if job.scout:
+                first, growth = policy.cold_first * self.prior(job.kind), policy.cold_growth
+            else:  # the scouts' first run times will replan it
+                first, growth = self.prior(job.kind), policy.growth
+            return max(first, age * growth), False
         job.cold = False
+        self._unscout(job)
         first = sketch.quantile(policy.first_quantile)
         assert first is not None
         if age < first:
@@ -657,7 +669,13 @@ class PollScheduler:
             outcome = job.outcome(JobStatus.FAILED, self._clock.wall(), task=task, error=error)
         await self._end(job, outcome)
 
+    def _unscout(self, job: Job) -> None:
+        if job.scout:
+            job.scout = False
+            self._scouts[job.kind] -= 1
+
     async def _end(self, job: Job, outcome: Outcome) -> None:
+        self._unscout(job)
         job.move(Phase.ENDED)
         if job.task_id is not None and self._by_task.pop(job.task_id, None) is not None:
             self._running[job.kind] -= 1
