@@ -603,10 +603,10 @@ class PollScheduler:
             return max(first, age * growth), False
         job.cold = False
         self._unscout(job)
-        first = sketch.quantile(policy.first_quantile)
-        assert first is not None
-        if age < first:
-            return first, True
+        low = sketch.quantile(policy.first_quantile)
+        assert low is not None
+        if age < low:
+            return low, True
         done = sketch.cdf(age)
         survival = 1.0 - done
         if survival < _TAIL:
