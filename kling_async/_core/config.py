@@ -237,6 +237,8 @@ class PollPolicy:
             distribution instead of the cold-start probe.
         idle_spacing: Factor on ``spacing`` for tasks nobody waits for (no queued job
             needs their slot, no caller awaits them in ``generate()``).
+        max_looks: Polls per task the learned spacing is widened to stay within, about
+            (a wide run-time spread would otherwise take many more).
     """
 
     expected_video: float = attrs.field(default=120.0, validator=_positive)
@@ -257,11 +259,12 @@ class PollPolicy:
     webhook_interval: float = attrs.field(default=300.0, validator=_positive)
     webhook_grace: float = attrs.field(default=1.5, validator=_positive)
     first_quantile: float = attrs.field(default=0.03, validator=_share)
-    spacing: float = attrs.field(default=0.15, validator=_positive)
+    spacing: float = attrs.field(default=0.14, validator=_positive)
     cold_first: float = attrs.field(default=0.2, validator=_positive)
     cold_growth: float = attrs.field(default=1.15, validator=_positive)
     min_samples: int = attrs.field(default=3, validator=_at_least_one)
     idle_spacing: float = attrs.field(default=1.5, validator=_positive)
+    max_looks: float = attrs.field(default=6.0, validator=_positive)
 
     def __attrs_post_init__(self) -> None:
         if self.min_interval > self.max_interval:

@@ -25,6 +25,7 @@ MAX_BUCKETS = 256
 DECAY = 0.995  # weight kept by older samples at each new one (half-life ~140 samples)
 _BANDWIDTH = 0.3  # relative kernel half-width for the first sample, shrinking as 1/sqrt(n)
 _MIN_BANDWIDTH = 0.03
+_DENSITY_STEP = 0.04  # log-time step of look_density's integral
 _MAX_KEYS = 64  # distinct (kind, model, mode, duration, n) sketches kept
 _FORMAT = 1
 
@@ -48,6 +49,7 @@ class RuntimeSketch:
         self.count = 0  # samples seen (not decayed)
         self._keys: list[int] | None = None  # sorted buckets, cached until the next add
         self._cumulative: list[float] = []
+        self._density: tuple[float, float] | None = None  # (start, look_density), cached
 
     def __len__(self) -> int:
         return self.count
@@ -73,6 +75,7 @@ class RuntimeSketch:
                 self._weights[bucket] = self._weights.get(bucket, 0.0) + self._unit * share / total
         self._collapse()
         self._keys = None
+        self._density = None
 
     def _collapse(self) -> None:
         while len(self._weights) > MAX_BUCKETS:
@@ -113,6 +116,32 @@ class RuntimeSketch:
         if i < len(keys) and keys[i] == bucket:
             below += self._weights[bucket] * (position - bucket)
         return below / cumulative[-1]
+
+    def look_density(self, start: float) -> float:
+        """Return the integral of ``sqrt(hazard) * survival`` over log time from ``start``.
+
+        Polls spaced ``c / sqrt(hazard)`` in log time make about ``1 + look_density / c``
+        looks per task; the scheduler widens ``c`` with it to keep within a look budget.
+        Cached until the next sample.
+        """
+        if self._density is not None and self._density[0] == start:
+            return self._density[1]
+        keys, _ = self._index()
+        total = 0.0
+        if keys:
+            u = math.log(start) if start > 0 else keys[0] * _LOG_GAMMA
+            end = (keys[-1] + 1) * _LOG_GAMMA
+            done = self.cdf(math.exp(u))
+            while u < end:
+                after = self.cdf(math.exp(u + _DENSITY_STEP))
+                survival = 1.0 - done
+                if survival <= 0:
+                    break
+                hazard = (after - done) / (_DENSITY_STEP * survival)
+                total += math.sqrt(max(hazard, 0.0)) * survival * _DENSITY_STEP
+                u, done = u + _DENSITY_STEP, after
+        self._density = (start, total)
+        return total
 
     def to_dict(self) -> dict[str, object]:
         """Return the sketch as JSON-able data (weights normalised)."""

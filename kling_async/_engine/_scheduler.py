@@ -52,6 +52,7 @@ _SAVE_EVERY = 16  # learned run times between two saves of the model to attached
 # Cold tasks of one kind that probe on the cold-start ladder at once; the others wait at
 # the prior (growing by ``growth``) until the scouts' run times are learned and replan them.
 _SCOUTS = 4
+_BATCH = 256  # due polls moved to the ready queue per pass of the timer
 
 
 class RunningMedian:
@@ -356,7 +357,9 @@ class PollScheduler:
         while True:
             now = self._clock.now()
             due: list[Job] = []
-            while self._heap and self._heap[0][0] <= now:
+            # At most _BATCH per pass, then a checkpoint: a wave of due polls (thousands of
+            # tasks created together) never stalls the loop for long.
+            while self._heap and self._heap[0][0] <= now and len(due) < _BATCH:
                 _, _, gen, job = heapq.heappop(self._heap)
                 if job.phase is not Phase.RUNNING:
                     continue
@@ -582,8 +585,8 @@ class PollScheduler:
         else:
             target, early = self._target_age(job, age)
             # Before the first learned quantile nothing ends: no need for a look per max_interval.
-            longest = target - age if early else policy.max_interval
-        interval = min(longest, max(policy.min_interval, target - age))
+            longest = math.inf if early else policy.max_interval
+        interval = max(policy.min_interval, min(longest, target - age))
         spread = policy.jitter * (2.0 * self._rng.random() - 1.0)
         return interval * (1.0 + spread)
 
@@ -597,7 +600,12 @@ class PollScheduler:
                 job.scout = True
                 self._scouts[job.kind] += 1
             if job.scout:
-                first, growth = policy.cold_first * self.prior(job.kind), policy.cold_growth
+                # A caller awaiting this one task gets the fine ladder; a batch's scouts
+                # only need to find the first run times, and grow faster.
+                growth = (
+                    policy.cold_growth if job.awaited else max(policy.cold_growth, policy.growth)
+                )
+                first = policy.cold_first * self.prior(job.kind)
             else:  # the scouts' first run times will replan it
                 first, growth = self.prior(job.kind), policy.growth
             return max(first, age * growth), False
@@ -613,6 +621,9 @@ class PollScheduler:
             return age * policy.growth, False
         hazard = (sketch.cdf(age * math.exp(_HAZARD_STEP)) - done) / (_HAZARD_STEP * survival)
         spacing = policy.spacing * (1.0 if self._priority(job) == 0 else policy.idle_spacing)
+        # A wide distribution would take many looks at this spacing: widen it to stay
+        # within max_looks per task (about; the tail past the learned runs comes on top).
+        spacing = max(spacing, sketch.look_density(low) / max(policy.max_looks - 1.0, 1.0))
         step = math.log(policy.growth)
         if hazard > 0:
             step = min(step, spacing / math.sqrt(hazard))
