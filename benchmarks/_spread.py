@@ -292,7 +292,7 @@ def run_all(*, quick: bool, scale: float, print_line: Callable[[str], None]) -> 
             results[spread.name, name] = row
             print_line(format_row(row))
     targets = ["", "| target | profile | measured | status |", "|---|---|---|---|"]
-    for spread in (*SPREADS, *PRIORS):
+    for spread in SPREADS:  # the prior rows are shown side by side, without targets
         engine, naive = results[spread.name, "engine"], results[spread.name, "naive"]
         # Each client draws its own run times (in its own create order): compare each
         # makespan with the ideal of its own draws.

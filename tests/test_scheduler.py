@@ -385,6 +385,32 @@ async def test_a_store_without_the_capability_is_left_alone() -> None:
     async with engine_on(durations={Kind.VIDEO: 10.0, Kind.IMAGE: 10.0}) as (_, _f, engine):
         await engine.scheduler.attach_store(Plain())
         async with engine.batch(store=JournalBatchStore(Broken(batch_id="x"))) as batch:
-            await batch.submit(image(), key="k")
-            assert [o.ok async for o in batch] == [True]
-        assert engine.statistics().scheduler.learned[Kind.IMAGE] == 1
+            for i in range(20):  # past the 16 after which the saver writes (and fails)
+                await batch.submit(image(), key=f"k{i}")
+            assert all([o.ok async for o in batch])
+        stats = engine.statistics().scheduler
+        assert stats.learned[Kind.IMAGE] == 20
+        assert stats.ready == 0
+
+
+async def test_cold_batch_tasks_wait_for_a_few_scouts() -> None:
+    """Cold, only a few tasks of a batch probe early; the rest wait for their run times."""
+    runs = {Kind.VIDEO: 60.0, Kind.IMAGE: 15.0}
+    async with engine_on(durations=runs) as (_, fake, engine), engine.batch() as batch:
+        for i in range(12):
+            await batch.submit(video(), key=f"v{i}")
+        assert all([o.ok async for o in batch])
+    early = {tid for t, tid in fake.queries if t < 59.0}
+    assert len(early) == 3
+    assert engine.scheduler.model.samples(Kind.VIDEO) == 12
+
+
+async def test_past_the_learned_tail_looks_grow_geometrically() -> None:
+    """A task slower than every learned run is looked at with its age growing by growth."""
+    async with engine_on(durations={Kind.VIDEO: 150.0, Kind.IMAGE: 15.0}) as (_, fake, engine):
+        teach(engine, Kind.VIDEO, video(), [30.0] * 20)
+        await engine.generate(video())
+    ages = fake.times()
+    late = [b / a for a, b in itertools.pairwise(ages) if a > 60.0 and b - a < 30.0]
+    assert late
+    assert late == pytest.approx([NO_JITTER.growth] * len(late), rel=0.01)

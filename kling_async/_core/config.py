@@ -258,13 +258,13 @@ class PollPolicy:
     time_scale: float = attrs.field(default=1.0, validator=_positive)
     webhook_interval: float = attrs.field(default=300.0, validator=_positive)
     webhook_grace: float = attrs.field(default=1.5, validator=_positive)
-    first_quantile: float = attrs.field(default=0.03, validator=_share)
+    first_quantile: float = attrs.field(default=0.05, validator=_share)
     spacing: float = attrs.field(default=0.14, validator=_positive)
     cold_first: float = attrs.field(default=0.2, validator=_positive)
     cold_growth: float = attrs.field(default=1.15, validator=_positive)
     min_samples: int = attrs.field(default=3, validator=_at_least_one)
     idle_spacing: float = attrs.field(default=1.5, validator=_positive)
-    max_looks: float = attrs.field(default=6.0, validator=_positive)
+    max_looks: float = attrs.field(default=5.5, validator=_positive)
 
     def __attrs_post_init__(self) -> None:
         if self.min_interval > self.max_interval:

@@ -51,7 +51,8 @@ _TAIL = 0.003  # survival below which a task is past the learned tail (geometric
 _SAVE_EVERY = 16  # learned run times between two saves of the model to attached stores
 # Cold tasks of one kind that probe on the cold-start ladder at once; the others wait at
 # the prior (growing by ``growth``) until the scouts' run times are learned and replan them.
-_SCOUTS = 4
+_SCOUTS = 3
+_LIST_SPACING = 0.4  # factor on the learned spacing while list polling is on
 _BATCH = 256  # due polls moved to the ready queue per pass of the timer
 
 
@@ -606,8 +607,10 @@ class PollScheduler:
                     policy.cold_growth if job.awaited else max(policy.cold_growth, policy.growth)
                 )
                 first = policy.cold_first * self.prior(job.kind)
-            else:  # the scouts' first run times will replan it
+            else:  # the scouts' first run times will replan it: no look before the prior
                 first, growth = self.prior(job.kind), policy.growth
+                if age < first:
+                    return first, True
             return max(first, age * growth), False
         job.cold = False
         self._unscout(job)
@@ -621,9 +624,14 @@ class PollScheduler:
             return age * policy.growth, False
         hazard = (sketch.cdf(age * math.exp(_HAZARD_STEP)) - done) / (_HAZARD_STEP * survival)
         spacing = policy.spacing * (1.0 if self._priority(job) == 0 else policy.idle_spacing)
-        # A wide distribution would take many looks at this spacing: widen it to stay
-        # within max_looks per task (about; the tail past the learned runs comes on top).
-        spacing = max(spacing, sketch.look_density(low) / max(policy.max_looks - 1.0, 1.0))
+        if self._list_enabled[job.kind]:
+            # One list page answers every running task of the kind, at most one page per
+            # list_interval: denser looks cost little and refill slots sooner.
+            spacing *= _LIST_SPACING
+        else:
+            # A wide distribution would take many looks at this spacing: widen it to stay
+            # within max_looks per task (about; the tail past the learned runs on top).
+            spacing = max(spacing, sketch.look_density(low) / max(policy.max_looks - 1.0, 1.0))
         step = math.log(policy.growth)
         if hazard > 0:
             step = min(step, spacing / math.sqrt(hazard))
