@@ -414,3 +414,24 @@ async def test_past_the_learned_tail_looks_grow_geometrically() -> None:
     late = [b / a for a, b in itertools.pairwise(ages) if a > 60.0 and b - a < 30.0]
     assert late
     assert late == pytest.approx([NO_JITTER.growth] * len(late), rel=0.01)
+
+
+def test_sketch_renormalises_and_the_model_forgets_old_keys() -> None:
+    """Thousands of samples keep the weights finite; past 64 keys the oldest is dropped."""
+    sketch = RuntimeSketch()
+    for i in range(6000):
+        sketch.add(10.0 + i % 7)
+    assert sketch.quantile(0.5) == pytest.approx(13.0, rel=0.1)
+    assert all(math.isfinite(w) for w in sketch.to_dict()["buckets"].values())  # type: ignore[attr-defined]
+    model = RuntimeModel(min_samples=1)
+    for i in range(70):
+        model.observe(Kind.IMAGE, f"key{i}", 5.0)
+    assert model.distribution(Kind.IMAGE, "key69") is not None
+    copy = RuntimeModel(min_samples=1)
+    assert copy.loads(model.dumps())
+    assert '"key0"' not in copy.dumps()
+    assert copy.loads(
+        '{"format": 1, "kinds": {}, "keys": {"k": {"count": 1, "buckets": {"3": -1}}}}'
+    )
+    assert sketch.look_density(5.0) == sketch.look_density(5.0)  # cached
+    assert RuntimeSketch().look_density(1.0) == 0.0
