@@ -11,6 +11,7 @@ whatever the number of samples.
 
 import bisect
 import collections
+import itertools
 import json
 import math
 from collections.abc import Mapping
@@ -47,8 +48,12 @@ class RuntimeSketch:
         self._weights: dict[int, float] = {}
         self._unit = 1.0  # weight of the next sample (grows instead of decaying the rest)
         self.count = 0  # samples seen (not decayed)
-        self._keys: list[int] | None = None  # sorted buckets, cached until the next add
+        # The sorted buckets and their running sums, rebuilt once ~3% more samples came:
+        # quantiles answer from this snapshot, so a burst of ends does not re-sort per end.
+        self._keys: list[int] | None = None
         self._cumulative: list[float] = []
+        self._snapshot: list[float] = []
+        self._indexed = 0
         self._density: tuple[float, float] | None = None  # (start, look_density), cached
 
     def __len__(self) -> int:
@@ -74,8 +79,8 @@ class RuntimeSketch:
             if share > 0:
                 self._weights[bucket] = self._weights.get(bucket, 0.0) + self._unit * share / total
         self._collapse()
-        self._keys = None
-        self._density = None
+        if self.count - self._indexed >= max(1, self.count // 32):
+            self._keys = None
 
     def _collapse(self) -> None:
         while len(self._weights) > MAX_BUCKETS:
@@ -85,11 +90,10 @@ class RuntimeSketch:
     def _index(self) -> tuple[list[int], list[float]]:
         if self._keys is None:
             self._keys = sorted(self._weights)
-            running = 0.0
-            self._cumulative = []
-            for key in self._keys:
-                running += self._weights[key]
-                self._cumulative.append(running)
+            self._snapshot = [self._weights[key] for key in self._keys]
+            self._cumulative = list(itertools.accumulate(self._snapshot))
+            self._indexed = self.count
+            self._density = None
         return self._keys, self._cumulative
 
     def quantile(self, q: float) -> float | None:
@@ -114,7 +118,7 @@ class RuntimeSketch:
         i = bisect.bisect_left(keys, bucket)
         below = cumulative[i - 1] if i else 0.0
         if i < len(keys) and keys[i] == bucket:
-            below += self._weights[bucket] * (position - bucket)
+            below += self._snapshot[i] * (position - bucket)
         return below / cumulative[-1]
 
     def look_density(self, start: float) -> float:
@@ -124,9 +128,9 @@ class RuntimeSketch:
         looks per task; the scheduler widens ``c`` with it to keep within a look budget.
         Cached until the next sample.
         """
+        keys, _ = self._index()
         if self._density is not None and self._density[0] == start:
             return self._density[1]
-        keys, _ = self._index()
         total = 0.0
         if keys:
             u = math.log(start) if start > 0 else keys[0] * _LOG_GAMMA
