@@ -258,7 +258,7 @@ class PollPolicy:
     time_scale: float = attrs.field(default=1.0, validator=_positive)
     webhook_interval: float = attrs.field(default=300.0, validator=_positive)
     webhook_grace: float = attrs.field(default=1.5, validator=_positive)
-    first_quantile: float = attrs.field(default=0.05, validator=_share)
+    first_quantile: float = attrs.field(default=0.08, validator=_share)
     spacing: float = attrs.field(default=0.14, validator=_positive)
     cold_first: float = attrs.field(default=0.2, validator=_positive)
     cold_growth: float = attrs.field(default=1.15, validator=_positive)
