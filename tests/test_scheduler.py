@@ -341,6 +341,10 @@ async def test_learned_model_survives_a_resume(tmp_path: pathlib.Path) -> None:
             SqliteJournal.open(path) as journal,
             engine.batch(store=JournalBatchStore(journal)) as batch,
         ):
+            for _ in range(100):  # read in the background, from the journal's thread
+                if engine.scheduler.model.samples(Kind.VIDEO):
+                    break
+                await clock.sleep(0.005)
             assert engine.scheduler.model.samples(Kind.VIDEO) == 5
             await batch.submit(video(), key="k9")
             assert all([o.ok async for o in batch])
@@ -378,12 +382,17 @@ async def test_a_store_without_the_capability_is_left_alone() -> None:
         async def save_runtime_model(self, model: str) -> None:
             raise OSError("disk full")
 
+    class Unreadable(MemoryStore):
+        async def load_runtime_model(self) -> str | None:
+            raise OSError("unreadable")
+
     class Plain:
         async def load_runtime_model(self) -> str | None:
             return None
 
     async with engine_on(durations={Kind.VIDEO: 10.0, Kind.IMAGE: 10.0}) as (_, _f, engine):
-        await engine.scheduler.attach_store(Plain())
+        engine.scheduler.attach_store(Plain())
+        engine.scheduler.attach_store(Unreadable(batch_id="u"))
         async with engine.batch(store=JournalBatchStore(Broken(batch_id="x"))) as batch:
             for i in range(20):  # past the 16 after which the saver writes (and fails)
                 await batch.submit(image(), key=f"k{i}")

@@ -127,7 +127,7 @@ class Batch:
                 await tg.start(self._dispatch, kind)
             if self._prepare is not None:
                 await self._prepare(self, self._stack)
-            await self._engine.lane.scheduler.attach_store(self._store)  # learned run times
+            self._engine.lane.scheduler.attach_store(self._store)  # learned run times
         except BaseException as exc:
             await self.__aexit__(type(exc), exc, exc.__traceback__)
             raise

@@ -161,6 +161,7 @@ class PollScheduler:
         self._sleep_target = -math.inf
         self.model = RuntimeModel(min_samples=policy.min_samples)
         self._stores: list[object] = []
+        self._to_load: collections.deque[object] = collections.deque()
         self._saved = 0
         self._save_wanted = anyio.Event()
         self._list_enabled = dict.fromkeys(Kind, policy.use_list)
@@ -192,25 +193,35 @@ class PollScheduler:
         if self._stores and self.model.added - self._saved >= _SAVE_EVERY:
             self._save_wanted.set()
 
-    async def attach_store(self, store: object) -> None:
+    def attach_store(self, store: object) -> None:
         """Start from the run-time model ``store`` keeps, and keep it there from now on.
 
         A store without the optional ``load_runtime_model``/``save_runtime_model``
-        capability is ignored. A model learned in this process already is kept (it is
-        the fresher); otherwise the store's replaces it.
+        capability is ignored. The model is read in the background (the caller does not
+        wait for the journal): a model learned in this process already is kept (it is
+        the fresher), otherwise the store's replaces it and replans the cold tasks.
         """
-        load = getattr(store, "load_runtime_model", None)
-        if load is None or not hasattr(store, "save_runtime_model"):
+        if not (hasattr(store, "load_runtime_model") and hasattr(store, "save_runtime_model")):
             return
-        text = await load()
+        self._stores.append(store)
+        self._to_load.append(store)
+        self._save_wanted.set()
+
+    async def _load(self, store: object) -> None:
+        try:
+            text = await store.load_runtime_model()  # type: ignore[attr-defined]
+        except Exception as exc:  # the model is a hint: never fatal
+            logger.warning("could not read the run-time model: %s", exc)
+            return
         if isinstance(text, str) and self.model.added == 0 and self.model.loads(text):
             for kind in Kind:
                 if self.model.distribution(kind) is not None:
-                    self._replan_cold(kind)  # tasks resumed before the model was read
-        self._stores.append(store)
+                    self._replan_cold(kind)  # tasks watched before the model was read
 
     async def detach_store(self, store: object) -> None:
         """Save the model to ``store`` a last time and stop saving there."""
+        if store in self._to_load:
+            self._to_load.remove(store)
         if store in self._stores:
             self._stores.remove(store)
             await self._save(store, self.model.dumps())
@@ -444,6 +455,10 @@ class PollScheduler:
         while True:
             await self._save_wanted.wait()
             self._save_wanted = anyio.Event()
+            while self._to_load:
+                await self._load(self._to_load.popleft())
+            if self.model.added - self._saved < _SAVE_EVERY:
+                continue
             self._saved = self.model.added
             text = self.model.dumps()
             for store in list(self._stores):
