@@ -162,6 +162,7 @@ class PollScheduler:
         self.model = RuntimeModel(min_samples=policy.min_samples)
         self._stores: list[object] = []
         self._to_load: collections.deque[object] = collections.deque()
+        self._replan: collections.deque[Job] = collections.deque()
         self._saved = 0
         self._save_wanted = anyio.Event()
         self._list_enabled = dict.fromkeys(Kind, policy.use_list)
@@ -367,6 +368,9 @@ class PollScheduler:
 
     async def _loop(self) -> None:
         while True:
+            if self._replan:
+                self._replan_some()
+                await anyio.lowlevel.checkpoint()
             now = self._clock.now()
             due: list[Job] = []
             # At most _BATCH per pass, then a checkpoint: a wave of due polls (thousands of
@@ -386,6 +390,8 @@ class PollScheduler:
             if due:
                 self._dispatch(due, now)
                 await anyio.lowlevel.checkpoint()  # never starve the loop, whatever is due
+                continue
+            if self._replan:
                 continue
             target = self._heap[0][0] if self._heap else None
             # One cancel scope per sleep (no task group): a push of an earlier due time
@@ -668,12 +674,21 @@ class PollScheduler:
         self._schedule(job, now + base * (1.0 + spread))
 
     def _replan_cold(self, kind: Kind) -> None:
-        """The kind's distribution was just learned: tasks planned cold follow it now."""
+        """The kind's distribution was just learned: tasks planned cold follow it now.
+
+        Thousands of tasks may be cold at once: the timer replans them a batch per pass.
+        """
+        self._replan.extend(job for job in self._by_task.values() if job.kind is kind and job.cold)
+        if self._sleep_scope is not None:
+            self._sleep_scope.cancel()
+            self._sleep_scope = None
+
+    def _replan_some(self) -> None:
         now = self._clock.now()
-        for job in list(self._by_task.values()):
+        for _ in range(min(_BATCH, len(self._replan))):
+            job = self._replan.popleft()
             if (
-                job.kind is kind
-                and job.cold
+                job.cold
                 and not job.querying
                 and not job.timed_out
                 and job.phase is Phase.RUNNING
