@@ -194,7 +194,7 @@ class PollPolicy:
     ``min_interval``..``max_interval`` and gets +/- ``jitter``. A server ``Retry-After``
     or ``progress`` moves the next poll. A task past its job's deadline is polled every
     ``overdue_interval`` until it ends (it still holds its account slot).
-    ``first_poll`` and ``interval`` are no longer used (kept for compatibility).
+    ``first_poll``, ``interval`` and ``window`` are no longer used (kept for compatibility).
 
     With webhooks on, a task created with the client's ``callback_url`` is polled only
     every ``webhook_interval`` (a slow safety net: a delivery makes it due at once)
@@ -218,7 +218,7 @@ class PollPolicy:
             the tasks running, since the server lists newest first. Parsing a page runs on
             the event loop, so large pages lengthen loop stalls (about 0.1 ms per task).
         list_max_pages: Pages read per list poll before missing tasks are queried one by one.
-        window: Finished tasks per kind remembered for the running median.
+        window: No longer used (the learned sketch forgets by exponential decay instead).
         time_scale: Client seconds per server second, for run times read from the server's
             timestamps (1 except against a time-scaled simulator).
         webhook_interval: With webhooks on, the safety interval between polls, seconds.
