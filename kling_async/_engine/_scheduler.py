@@ -53,6 +53,7 @@ _SAVE_EVERY = 16  # learned run times between two saves of the model to attached
 # the prior (growing by ``growth``) until the scouts' run times are learned and replan them.
 _SCOUTS = 3
 _LIST_SPACING = 0.4  # factor on the learned spacing while list polling is on
+_LIST_TAIL_STEP = 0.05  # log-age step per look past the learned tail while list polling
 _BATCH = 256  # due polls moved to the ready queue per pass of the timer
 
 
@@ -639,21 +640,25 @@ class PollScheduler:
         assert low is not None
         if age < low:
             return low, True
+        listing = self._list_enabled[job.kind]
+        # Past the learned tail the age grows by ``growth`` per look; with list polling
+        # a look costs nothing of its own, so the tail is watched closely too.
+        tail = math.log(policy.growth) if not listing else _LIST_TAIL_STEP
         done = sketch.cdf(age)
         survival = 1.0 - done
         if survival < _TAIL:
-            return age * policy.growth, False
+            return age * math.exp(tail), False
         hazard = (sketch.cdf(age * math.exp(_HAZARD_STEP)) - done) / (_HAZARD_STEP * survival)
-        spacing = policy.spacing * (1.0 if self._priority(job) == 0 else policy.idle_spacing)
-        if self._list_enabled[job.kind]:
+        if listing:
             # One list page answers every running task of the kind, at most one page per
             # list_interval: denser looks cost little and refill slots sooner.
-            spacing *= _LIST_SPACING
+            spacing = policy.spacing * _LIST_SPACING
         else:
+            spacing = policy.spacing * (1.0 if self._priority(job) == 0 else policy.idle_spacing)
             # A wide distribution would take many looks at this spacing: widen it to stay
             # within max_looks per task (about; the tail past the learned runs on top).
             spacing = max(spacing, sketch.look_density(low) / max(policy.max_looks - 1.0, 1.0))
-        step = math.log(policy.growth)
+        step = tail
         if hazard > 0:
             step = min(step, spacing / math.sqrt(hazard))
         return age * math.exp(step), False
