@@ -111,7 +111,6 @@ class Job:
     runtime_key: str | None = None  # what its run time is learned under (kind, model, mode...)
     cold: bool = False  # its next poll was planned without a learned distribution
     scout: bool = False  # one of the few cold tasks of its kind that probe for everyone
-    server_age: float = 0.0  # the task's age at ``submitted_at`` (adopted tasks: unknown, 0)
 
     def outcome(
         self,

@@ -246,7 +246,6 @@ class PollScheduler:
         job.submitted_at = now
         job.last_running_at = now
         job.polls = 0
-        job.server_age = 0.0
         if job.runtime_key is None:
             job.runtime_key = runtime_key(job.request)
         if job.task_id not in self._by_task:
@@ -306,7 +305,7 @@ class PollScheduler:
         for job in self._by_task.values():
             if job.kind is not kind or job.querying or job.phase is not Phase.RUNNING:
                 continue
-            age = now - job.submitted_at + job.server_age
+            age = now - job.submitted_at
             sketch = self.model.distribution(kind, job.runtime_key)
             score = age if sketch is None else sketch.cdf(age) + age * 1e-9
             if score > best_score:
@@ -600,7 +599,7 @@ class PollScheduler:
     def _next_interval(self, job: Job, now: float, progress: float | None = None) -> float:
         """Seconds from ``now`` to ``job``'s next look, within min..max interval, jittered."""
         policy = self._policy
-        age = now - job.submitted_at + job.server_age
+        age = now - job.submitted_at
         if progress is not None and 0.0 < progress < 1.0 and age > 0:
             # The server's own estimate: the rest takes as long again as progress says.
             target = age / progress
