@@ -39,6 +39,7 @@ from kling_async._core.errors import KlingError
 from kling_async._core.models import Kind, Request, Task
 from kling_async.simulator import LogNormal, SimulatorConfig
 
+from . import _spread
 from ._common import CALLBACKS, URLS, WEBHOOK, TimedClient, sim_stats, simulator, workload
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -336,7 +337,15 @@ def main(argv: list[str] | None = None) -> int:
         + "; ".join(f"{name}: {clients}" for name, clients in PROFILE_CLIENTS.items())
         + ")",
     )
-    parser.add_argument("--profiles", default="realistic,scale")
+    parser.add_argument(
+        "--profiles",
+        default="spread,realistic,scale",
+        help="spread: the scheduler rows against the independent peer server "
+        "(benchmarks._spread); realistic, scale: against the simulator",
+    )
+    parser.add_argument(
+        "--spread-scale", type=float, default=0.02, help="real seconds per server second (spread)"
+    )
     args = parser.parse_args(argv)
     if args.quick:
         profiles = {
@@ -358,6 +367,14 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
     for profile_name in args.profiles.split(","):
+        if profile_name == "spread":
+            _spread.run_all(
+                quick=args.quick,
+                scale=args.spread_scale,
+                print_line=lambda line: print(line, flush=True),
+            )
+            print(HEADER, flush=True)
+            continue
         profile = profiles[profile_name]
         for loop_name in loops:
             for client_name in (args.clients or PROFILE_CLIENTS[profile_name]).split(","):

@@ -250,15 +250,15 @@ async def test_callback_url_in_the_request_wins() -> None:
     async with engine_on(60.0) as (_, fake, engine):
         await engine.generate(own)
     assert fake.callback_urls == [None]
-    assert fake.query_times[0] == pytest.approx(60.0)
+    assert fake.query_times[0] == pytest.approx(60.0 * POLL.cold_first)  # the cold probe
 
 
 async def test_webhooks_off_polls_from_the_expected_time() -> None:
-    """Without webhooks nothing changes: no callback_url, first poll at the expected time."""
+    """Without webhooks nothing changes: no callback_url, first poll at the cold probe."""
     async with engine_on(60.0, webhooks=False) as (_, fake, engine):
         await engine.generate(video())
     assert fake.callback_urls == [None]
-    assert fake.query_times[0] == pytest.approx(60.0)
+    assert fake.query_times[0] == pytest.approx(60.0 * POLL.cold_first)
 
 
 async def test_use_webhooks_none_turns_them_off() -> None:

@@ -98,6 +98,23 @@ class _WireTask:
     final_unit_deduction: str | None = None
     created_at: int | None = None
     updated_at: int | None = None
+    progress: Any = None
+
+
+def _progress(value: object) -> float | None:
+    """A ``progress`` value as a share 0..1 ("50%", 50 and 0.5 alike); None when unreadable."""
+    if isinstance(value, str):
+        text = value.strip().rstrip("%")
+        try:
+            number = float(text)
+        except ValueError:
+            return None
+        share = number / 100 if value.strip().endswith("%") or number > 1 else number
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        share = value / 100 if value > 1 else float(value)
+    else:
+        return None
+    return share if 0.0 <= share <= 1.0 else None
 
 
 def _structure_str(value: object, _: type) -> str:
@@ -255,6 +272,7 @@ def parse_task(data: object, *, path: str = "$.data") -> Task:
         created_at=wire.created_at,
         updated_at=wire.updated_at,
         units_charged=wire.final_unit_deduction,
+        progress=_progress(wire.progress),
     )
 
 

@@ -185,12 +185,17 @@ class Backoff:
 class PollPolicy:
     """When the scheduler asks about a running task.
 
-    The first poll comes at ``first_poll`` times the expected run time of the kind (the
-    running median of this client's finished tasks; ``expected_video`` /
-    ``expected_image`` until some have finished). Later polls start ``interval`` times
-    the expected run time apart and grow by ``growth`` up to ``max_interval``, each with
-    +/- ``jitter`` so polls do not come in waves. A task past its job's deadline is
-    polled every ``overdue_interval`` until it ends (it still holds its account slot).
+    Polls follow the learned run-time distribution of tasks like it (per kind, model,
+    mode, duration and ``n``; fed by the server's own timestamps, kept with the journal).
+    Until ``min_samples`` run times of a kind are known (cold start), the first poll comes
+    at ``cold_first`` times the prior (``expected_video`` / ``expected_image``) and each
+    next one when the task's age has grown by ``cold_growth``. Once learned, the first
+    poll comes at the ``first_quantile`` of the distribution and the next ones are spaced
+    by ``spacing`` (dense where tasks usually end, sparse in the tail); past the learned
+    tail the age grows by ``growth`` per poll. Every interval stays within
+    ``min_interval``..``max_interval`` and gets +/- ``jitter``. A server ``Retry-After``
+    or ``progress`` moves the next poll. A task past its job's deadline is polled every
+    ``overdue_interval`` until it ends (it still holds its account slot).
 
     With webhooks on, a task is polled more slowly at first: see
     :class:`~kling_async.WebhookConfig` (``poll_interval``, ``poll_grace``).
@@ -198,8 +203,6 @@ class PollPolicy:
     Args:
         expected_video: Prior expected run time of a video task, seconds.
         expected_image: Prior expected run time of an image task, seconds.
-        first_poll: Share of the expected run time before the first poll.
-        interval: Share of the expected run time between the first two polls.
         growth: Factor between successive poll intervals.
         min_interval: Shortest interval between two polls of one task, seconds.
         max_interval: Longest interval between two polls of one task, seconds.
@@ -212,13 +215,25 @@ class PollPolicy:
             the tasks running, since the server lists newest first. Parsing a page runs on
             the event loop, so large pages lengthen loop stalls (about 0.1 ms per task).
         list_max_pages: Pages read per list poll before missing tasks are queried one by one.
-        window: Finished tasks per kind remembered for the running median.
+        first_quantile: Once run times are learned (``min_samples`` of a kind), the first
+            poll comes when this share of such tasks has ended.
+        spacing: Once learned, the gap between polls of a task, in log time, is
+            ``spacing / sqrt(hazard)`` (dense where tasks usually end, sparse in the
+            tail); smaller means more polls and quicker detection.
+        cold_first: While too few run times are learned, share of the prior expected run
+            time before the first poll.
+        cold_growth: While too few run times are learned, factor between a task's age at
+            one poll and at the next.
+        min_samples: Run times of a kind learned before polls follow the learned
+            distribution instead of the cold-start probe.
+        idle_spacing: Factor on ``spacing`` for tasks nobody waits for (no queued job
+            needs their slot, no caller awaits them in ``generate()``).
+        max_looks: Polls per task the learned spacing is widened to stay within, about
+            (a wide run-time spread would otherwise take many more).
     """
 
     expected_video: float = attrs.field(default=120.0, validator=_positive)
     expected_image: float = attrs.field(default=30.0, validator=_positive)
-    first_poll: float = attrs.field(default=1.0, validator=_positive)
-    interval: float = attrs.field(default=0.12, validator=_positive)
     growth: float = attrs.field(default=1.25, validator=_positive)
     min_interval: float = attrs.field(default=1.0, validator=_positive)
     max_interval: float = attrs.field(default=30.0, validator=_positive)
@@ -228,13 +243,21 @@ class PollPolicy:
     list_interval: float = attrs.field(default=2.0, validator=_positive)
     list_page_size: int = attrs.field(default=100, validator=_at_least_one)
     list_max_pages: int = attrs.field(default=20, validator=_at_least_one)
-    window: int = attrs.field(default=101, validator=_at_least_one)
+    first_quantile: float = attrs.field(default=0.08, validator=_share)
+    spacing: float = attrs.field(default=0.14, validator=_positive)
+    cold_first: float = attrs.field(default=0.2, validator=_positive)
+    cold_growth: float = attrs.field(default=1.15, validator=_positive)
+    min_samples: int = attrs.field(default=3, validator=_at_least_one)
+    idle_spacing: float = attrs.field(default=1.5, validator=_positive)
+    max_looks: float = attrs.field(default=5.5, validator=_positive)
 
     def __attrs_post_init__(self) -> None:
         if self.min_interval > self.max_interval:
             raise ValueError("PollPolicy.min_interval must be <= max_interval")
         if self.list_page_size > 500:
             raise ValueError("PollPolicy.list_page_size must be <= 500")
+        if self.cold_growth <= 1.0:
+            raise ValueError("PollPolicy.cold_growth must be > 1")
 
     def scaled(self, factor: float) -> "PollPolicy":
         """Return this policy with every duration multiplied by ``factor`` (time-scaled runs)."""

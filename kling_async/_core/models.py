@@ -460,3 +460,4 @@ class Task:
     created_at: int | None = None
     updated_at: int | None = None
     units_charged: str | None = None
+    progress: float | None = None  # share done (0..1), when the server says (not documented)

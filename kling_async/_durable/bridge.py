@@ -114,6 +114,20 @@ class JournalBatchStore:
         """Write DOWNLOADED with each file's path, sha256 and size."""
         await self.store.mark_downloaded(key, files)
 
+    async def load_runtime_model(self) -> str | None:
+        """Return the engine's run-time model kept in the store, or None (none, or unsupported)."""
+        load = getattr(self.store, "load_runtime_model", None)
+        if load is None:
+            return None
+        text = await load()
+        return text if isinstance(text, str) else None
+
+    async def save_runtime_model(self, model: str) -> None:
+        """Keep the engine's run-time model in the store (nothing when it cannot)."""
+        save = getattr(self.store, "save_runtime_model", None)
+        if save is not None:
+            await save(model)
+
     async def download_failed(self, key: str, error: KlingError) -> None:
         """Keep the job SUCCEEDED-not-downloaded, with the URL and its expiry."""
         await self.store.mark_download_failed(key, ErrorRecord.from_exception(error))

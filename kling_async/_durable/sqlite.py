@@ -78,6 +78,11 @@ CREATE TABLE IF NOT EXISTS jobs (
     seq INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS jobs_seq ON jobs (seq);
+CREATE TABLE IF NOT EXISTS runtime_model (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    model TEXT NOT NULL,
+    updated_at REAL NOT NULL
+);
 """
 _COLUMNS = (
     "key, kind, fingerprint, record, state, external_id, task_id, attempts, result, error,"
@@ -726,6 +731,29 @@ class SqliteJournal:
     async def flush(self) -> None:
         """Return when every change queued before this call is committed."""
         await self._call(lambda conn: None)
+
+    async def load_runtime_model(self) -> str | None:
+        """Return the run-time model the engine saved here (JSON text), or None."""
+
+        def op(conn: sqlite3.Connection) -> str | None:
+            try:
+                found = conn.execute("SELECT model FROM runtime_model WHERE id = 1").fetchone()
+            except sqlite3.OperationalError:  # a read-only journal older than the table
+                return None
+            return None if found is None else str(found[0])
+
+        return await self._call(op)
+
+    async def save_runtime_model(self, model: str) -> None:
+        """Keep the engine's run-time model (JSON text); committed with the next write."""
+
+        def op(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT OR REPLACE INTO runtime_model (id, model, updated_at) VALUES (1, ?, ?)",
+                (model, time.time()),
+            )
+
+        await self._call(op, durable=False)
 
     def statistics(self) -> JournalStatistics:
         """Return the journal's counters (state counts include uncommitted changes)."""

@@ -230,6 +230,7 @@ class MemoryStore:
         self._rows: dict[str, JobRecord] = {}
         self._states: dict[JobState, int] = dict.fromkeys(JobState, 0)
         self._writes = 0
+        self._runtime_model: str | None = None
 
     @property
     def batch_id(self) -> str:
@@ -309,6 +310,14 @@ class MemoryStore:
 
     async def flush(self) -> None:
         """Nothing to flush in memory."""
+
+    async def load_runtime_model(self) -> str | None:
+        """Return the run-time model saved here (JSON text), or None."""
+        return self._runtime_model
+
+    async def save_runtime_model(self, model: str) -> None:
+        """Keep the engine's run-time model (JSON text)."""
+        self._runtime_model = model
 
     def statistics(self) -> JournalStatistics:
         """Return the store's counters."""

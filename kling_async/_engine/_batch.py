@@ -136,6 +136,7 @@ class Batch:
                 await tg.start(self._dispatch, kind)
             if self._prepare is not None:
                 await self._prepare(self._control, self._stack)
+            self._engine.lane.scheduler.attach_store(self._store)  # learned run times
         except BaseException as exc:
             await self.__aexit__(type(exc), exc, exc.__traceback__)
             raise
@@ -195,6 +196,7 @@ class Batch:
                 finally:
                     self._detached = True
                     self._notify()
+                    await self._engine.lane.scheduler.detach_store(self._store)
                     await self._stack.aclose()
         return suppress
 

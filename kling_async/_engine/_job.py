@@ -107,6 +107,10 @@ class Job:
     holds_slots: bool = False
     webhook: bool = False  # created with the client's callback_url: deliveries make it due
     reconcile_first: bool = False  # resumed after SUBMITTING: look the task up before any send
+    awaited: bool = False  # a caller awaits this one job (``generate()``): its polls come first
+    runtime_key: str | None = None  # what its run time is learned under (kind, model, mode...)
+    cold: bool = False  # its next poll was planned without a learned distribution
+    scout: bool = False  # one of the few cold tasks of its kind that probe for everyone
 
     def outcome(
         self,

@@ -59,6 +59,7 @@ class _Attempts:
     retry: int = 0
     charged: int = 0  # sends that count against Backoff.max_attempts (1303s do not)
     reconcile: bool = False  # the create may have made a task: look it up first
+    congested: bool = False  # a create was answered 1303: its success means a task ended
     duplicate: DuplicateExternalId | None = None
 
 
@@ -96,6 +97,11 @@ class Lane:
         self._n_lookups = 0
         self._n_adopted = 0
         self._n_retries = 0
+
+    @property
+    def scheduler(self) -> PollScheduler:
+        """The poll scheduler the lane hands created tasks to."""
+        return self._scheduler
 
     def statistics(self) -> LaneStatistics:
         """Return the lane's counters."""
@@ -170,6 +176,10 @@ class Lane:
                     return
                 await self._sleep(job, delay)
             else:
+                if state.congested and not state.reconcile:
+                    # Refused for want of a slot, accepted now: a task of this kind has
+                    # ended on the server, maybe before any poll saw it.
+                    self._scheduler.slot_freed(job.kind)
                 if state.reconcile:
                     self._n_adopted += 1
                     logger.info(
@@ -226,6 +236,7 @@ class Lane:
         limiter = self._slots[job.kind]
         concurrency = isinstance(exc, ConcurrencyLimited)
         if concurrency:
+            state.congested = True
             state.charged -= 1
             limiter.congested(state.epoch)
             job.holds_slots = False

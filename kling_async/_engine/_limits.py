@@ -63,6 +63,11 @@ class SlotLimiter:
         return self._in_use
 
     @property
+    def waiting(self) -> int:
+        """Requests waiting for slots now (queued jobs a finished task would let in)."""
+        return len(self._waiters)
+
+    @property
     def epoch(self) -> int:
         """The round: it changes at each decrease (pass it back to :meth:`congested`)."""
         return self._epoch

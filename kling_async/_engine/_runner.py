@@ -251,6 +251,7 @@ class Engine:
             owner=owner,
             queued_at=self.clock.wall(),
             deadline=None if deadline is None else self.clock.now() + deadline,
+            awaited=True,
         )
         epoch = await self.lane.admit(job)
         if epoch is not None:

@@ -1,8 +1,20 @@
-"""The poll scheduler: one task per client owns a min-heap of due polls."""
+"""The poll scheduler: one timer task and a fixed set of poll workers per client.
+
+The timer owns a min-heap of due times; what is due moves to a ready queue ordered by
+how much its answer matters (a task a caller awaits or whose slot queued jobs wait for
+comes first), and ``max_queries`` workers take from it, each request paying the shared
+request rate. No task is started per poll and no task group per wait.
+
+When a task is polled follows the learned run-time distribution of tasks like it
+(:mod:`._runtime`): the first look at a low quantile, later ones spaced in log time by
+``spacing / sqrt(hazard)`` (the spacing that minimises the expected detection delay,
+relative to the run time, for a given number of looks: dense where tasks usually end,
+sparse in the tail). While too few run times are known, a cold-start probe: a fraction
+of the prior, then geometric growth.
+"""
 
 import bisect
 import collections
-import functools
 import heapq
 import itertools
 import logging
@@ -15,13 +27,14 @@ import anyio.abc
 import anyio.lowlevel
 import attrs
 
-from .._core.clock import Clock, wait_event_until
+from .._core.clock import Clock
 from .._core.config import WEBHOOK_POLL_GRACE, WEBHOOK_POLL_INTERVAL, PollPolicy
 from .._core.errors import JobTimedOut, KlingError, RateLimited, Scope, TaskFailed
 from .._core.models import Kind, Task, TaskStatus
 from ._job import Job, Phase, TaskApi
 from ._limits import RateLimiter, SlotLimiter
 from ._outcome import JobStatus, Outcome
+from ._runtime import RuntimeModel, runtime_key
 
 __all__ = ["PollScheduler", "RunningMedian", "SchedulerStatistics"]
 
@@ -33,6 +46,15 @@ _LIST_FAILURES = 3  # list pages failing in a row before list polling is turned 
 # this many at most, for this many seconds, and applied when the task is watched.
 _EARLY_HINTS = 4096
 _EARLY_HINT_TTL = 300.0
+_HAZARD_STEP = 0.04  # log-time step over which the learned hazard is measured
+_TAIL = 0.003  # survival below which a task is past the learned tail (geometric growth)
+_SAVE_EVERY = 16  # learned run times between two saves of the model to attached stores
+# Cold tasks of one kind that probe on the cold-start ladder at once; the others wait at
+# the prior (growing by ``growth``) until the scouts' run times are learned and replan them.
+_SCOUTS = 3
+_LIST_SPACING = 0.4  # factor on the learned spacing while list polling is on
+_LIST_TAIL_STEP = 0.05  # log-age step per look past the learned tail while list polling
+_BATCH = 256  # due polls moved to the ready queue per pass of the timer
 
 
 class RunningMedian:
@@ -75,8 +97,10 @@ class SchedulerStatistics:
         queries: Per-task queries sent.
         lists: List-endpoint pages read.
         query_errors: Queries or list pages that failed.
-        expected: The expected run time per kind now used for first polls, seconds.
+        expected: The expected (median) run time per kind now, seconds.
         list_enabled: Whether list polling is on per kind (it turns off on 404/405).
+        learned: Run times learned per kind (the journal's included).
+        ready: Polls due and waiting for a worker or the request rate.
     """
 
     watched: int
@@ -86,15 +110,26 @@ class SchedulerStatistics:
     query_errors: int
     expected: Mapping[Kind, float]
     list_enabled: Mapping[Kind, bool]
+    learned: Mapping[Kind, int] = attrs.field(factory=dict)
+    ready: int = 0
+
+
+@attrs.define(eq=False)
+class _ListPoll:
+    """One list poll of ``kind`` answering ``jobs`` (an item of the ready queue)."""
+
+    kind: Kind
+    jobs: list[Job]
 
 
 class PollScheduler:
-    """Polls every running task of one client, from one background task.
+    """Polls every running task of one client: one timer task, ``max_queries`` workers.
 
     ``watch(job)`` adds a task; the scheduler queries it when due (bounded concurrency,
-    shared request rate), learns run times per kind, ends the job when the server
-    says so, and frees the job's account slots then. A job past its deadline ends
-    TIMED_OUT for its owner while its task keeps its slots and is polled slowly.
+    shared request rate, the most awaited first), learns run times per kind and request
+    shape, ends the job when the server says so, and frees the job's account slots then.
+    A job past its deadline ends TIMED_OUT for its owner while its task keeps its slots
+    and is polled slowly.
     """
 
     def __init__(
@@ -114,20 +149,27 @@ class PollScheduler:
         self._rate = rate
         self._slots = slots
         self._rng = rng
-        self._queries = anyio.Semaphore(max_queries)
+        self._workers = max_queries
         self._heap: list[tuple[float, int, int, Job]] = []
+        self._ready: list[tuple[int, float, int, Job | _ListPoll]] = []
+        self._idle: collections.deque[anyio.Event] = collections.deque()
         self._seq = itertools.count()
         self._by_task: dict[str, Job] = {}
         self._early: collections.OrderedDict[str, float] = collections.OrderedDict()
         self._running = dict.fromkeys(Kind, 0)
-        self._wake = anyio.Event()
+        self._scouts = dict.fromkeys(Kind, 0)
+        self._sleep_scope: anyio.CancelScope | None = None
         self._sleep_target = -math.inf
-        self._medians = {kind: RunningMedian(policy.window) for kind in Kind}
+        self.model = RuntimeModel(min_samples=policy.min_samples)
+        self._stores: list[object] = []
+        self._to_load: collections.deque[object] = collections.deque()
+        self._replan: collections.deque[Job] = collections.deque()
+        self._saved = 0
+        self._save_wanted = anyio.Event()
         self._list_enabled = dict.fromkeys(Kind, policy.use_list)
         self._listing = dict.fromkeys(Kind, False)
         self._list_failures = dict.fromkeys(Kind, 0)
         self._next_list = dict.fromkeys(Kind, -math.inf)
-        self._tg: anyio.abc.TaskGroup | None = None
         self._n_queries = 0
         self._n_lists = 0
         self._n_errors = 0
@@ -138,17 +180,64 @@ class PollScheduler:
 
     # -- public -----------------------------------------------------------------------------
 
-    def expected(self, kind: Kind) -> float:
-        """Return the expected run time of ``kind`` (learned median, else the prior)."""
-        learned = self._medians[kind].median()
-        if learned is not None:
-            return learned
+    def prior(self, kind: Kind) -> float:
+        """Return the prior expected run time of ``kind`` (the policy's)."""
         return self._policy.expected_video if kind is Kind.VIDEO else self._policy.expected_image
 
-    def learn(self, kind: Kind, seconds: float) -> None:
-        """Record the run time of one finished task of ``kind``."""
-        if seconds > 0 and math.isfinite(seconds):
-            self._medians[kind].add(seconds)
+    def expected(self, kind: Kind) -> float:
+        """Return the expected run time of ``kind`` (learned median, else the prior)."""
+        sketch = self.model.distribution(kind)
+        median = sketch.quantile(0.5) if sketch is not None else None
+        return median if median is not None else self.prior(kind)
+
+    def learn(self, kind: Kind, seconds: float, key: str | None = None) -> None:
+        """Record the run time of one finished task of ``kind`` (``key``: its shape)."""
+        before = self.model.distribution(kind) is not None
+        self.model.observe(kind, key, seconds)
+        if not before and self.model.distribution(kind) is not None:
+            self._replan_cold(kind)
+        if self._stores and self.model.added - self._saved >= _SAVE_EVERY:
+            self._save_wanted.set()
+
+    def attach_store(self, store: object) -> None:
+        """Start from the run-time model ``store`` keeps, and keep it there from now on.
+
+        A store without the optional ``load_runtime_model``/``save_runtime_model``
+        capability is ignored. The model is read in the background (the caller does not
+        wait for the journal): a model learned in this process already is kept (it is
+        the fresher), otherwise the store's replaces it and replans the cold tasks.
+        """
+        if not (hasattr(store, "load_runtime_model") and hasattr(store, "save_runtime_model")):
+            return
+        self._stores.append(store)
+        self._to_load.append(store)
+        self._save_wanted.set()
+
+    async def _load(self, store: object) -> None:
+        try:
+            text = await store.load_runtime_model()  # type: ignore[attr-defined]
+        except Exception as exc:  # the model is a hint: never fatal
+            logger.warning("could not read the run-time model: %s", exc)
+            return
+        if isinstance(text, str) and self.model.added == 0 and self.model.loads(text):
+            for kind in Kind:
+                if self.model.distribution(kind) is not None:
+                    self._replan_cold(kind)  # tasks watched before the model was read
+
+    async def detach_store(self, store: object) -> None:
+        """Save the model to ``store`` a last time and stop saving there."""
+        if store in self._to_load:
+            self._to_load.remove(store)
+        if store in self._stores:
+            self._stores.remove(store)
+            await self._save(store, self.model.dumps())
+
+    @staticmethod
+    async def _save(store: object, text: str) -> None:
+        try:
+            await store.save_runtime_model(text)  # type: ignore[attr-defined]
+        except Exception as exc:  # the model is a hint: never fatal
+            logger.warning("could not save the run-time model: %s", exc)
 
     async def watch(self, job: Job, task: Task | None = None, *, adopted: bool = False) -> None:
         """Poll ``job``'s task until it ends (``task``: what the create or lookup answered).
@@ -161,6 +250,8 @@ class PollScheduler:
         job.submitted_at = now
         job.last_running_at = now
         job.polls = 0
+        if job.runtime_key is None:
+            job.runtime_key = runtime_key(job.request)
         if job.task_id not in self._by_task:
             self._running[job.kind] += 1
         self._by_task[job.task_id] = job
@@ -172,14 +263,13 @@ class PollScheduler:
             return
         covered = self._webhook_delay(job, now)
         if hinted:
-            first = 0.0
+            self._schedule(job, now)
         elif adopted or (task is not None and task.status is TaskStatus.PROCESSING):
-            first = self._policy.min_interval
+            self._schedule(job, now + self._policy.min_interval)
         elif covered is not None:
-            first = covered
+            self._schedule(job, now + covered)
         else:
-            first = self._policy.first_poll * self.expected(job.kind)
-        self._schedule(job, now + first)
+            self._schedule(job, now + self._next_interval(job, now))
 
     def refresh(self, task_id: str) -> bool:
         """Make ``task_id`` due now (a webhook delivery or a caller's hint).
@@ -204,6 +294,31 @@ class PollScheduler:
         self._schedule(job, self._clock.now())
         return True
 
+    def slot_freed(self, kind: Kind) -> bool:
+        """A create of ``kind`` succeeded after a 1303: some task of that kind has ended.
+
+        The watched task most likely to be that one (the furthest along its learned
+        distribution, else the oldest) is made due now.
+
+        Returns:
+            False when no task of ``kind`` could be made due.
+        """
+        now = self._clock.now()
+        best: Job | None = None
+        best_score = -math.inf
+        for job in self._by_task.values():
+            if job.kind is not kind or job.querying or job.phase is not Phase.RUNNING:
+                continue
+            age = now - job.submitted_at
+            sketch = self.model.distribution(kind, job.runtime_key)
+            score = age if sketch is None else sketch.cdf(age) + age * 1e-9
+            if score > best_score:
+                best, best_score = job, score
+        if best is None:
+            return False
+        self._schedule(best, now)
+        return True
+
     def statistics(self) -> SchedulerStatistics:
         """Return the scheduler's counters."""
         return SchedulerStatistics(
@@ -214,26 +329,28 @@ class PollScheduler:
             query_errors=self._n_errors,
             expected={kind: self.expected(kind) for kind in Kind},
             list_enabled=dict(self._list_enabled),
+            learned={kind: self.model.samples(kind) for kind in Kind},
+            ready=len(self._ready),
         )
 
     async def run(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
-        """The service: poll due tasks until cancelled (the client closes)."""
+        """The service: the timer, the poll workers and the model saver, until cancelled."""
         async with anyio.create_task_group() as tg:
-            self._tg = tg
+            for _ in range(self._workers):
+                tg.start_soon(self._worker)
+            tg.start_soon(self._saver)
             task_status.started()
-            try:
-                await self._loop(tg)
-            finally:
-                self._tg = None
+            await self._loop()
 
-    # -- the loop ----------------------------------------------------------------------------
+    # -- the timer ---------------------------------------------------------------------------
 
     def _push(self, due: float, gen: int, job: Job) -> None:
         heapq.heappush(self._heap, (due, next(self._seq), gen, job))
-        if due < self._sleep_target:
-            self._wake.set()
+        if due < self._sleep_target and self._sleep_scope is not None:
+            self._sleep_scope.cancel()
+            self._sleep_scope = None
 
     def _schedule(self, job: Job, due: float) -> None:
         job.poll_gen += 1
@@ -253,11 +370,16 @@ class PollScheduler:
         job.querying = job.recheck = False
         return recheck
 
-    async def _loop(self, tg: anyio.abc.TaskGroup) -> None:
+    async def _loop(self) -> None:
         while True:
+            if self._replan:
+                self._replan_some()
+                await anyio.lowlevel.checkpoint()
             now = self._clock.now()
             due: list[Job] = []
-            while self._heap and self._heap[0][0] <= now:
+            # At most _BATCH per pass, then a checkpoint: a wave of due polls (thousands of
+            # tasks created together) never stalls the loop for long.
+            while self._heap and self._heap[0][0] <= now and len(due) < _BATCH:
                 _, _, gen, job = heapq.heappop(self._heap)
                 if job.phase is not Phase.RUNNING:
                     continue
@@ -270,23 +392,43 @@ class PollScheduler:
                     job.querying = True
                     due.append(job)
             if due:
-                await self._dispatch(due, tg)
+                self._dispatch(due, now)
                 await anyio.lowlevel.checkpoint()  # never starve the loop, whatever is due
                 continue
+            if self._replan:
+                continue
             target = self._heap[0][0] if self._heap else None
-            self._sleep_target = math.inf if target is None else target
-            try:
-                await wait_event_until(self._clock, self._wake, target)
-            finally:
-                self._sleep_target = -math.inf
-            if self._wake.is_set():
-                self._wake = anyio.Event()
+            # One cancel scope per sleep (no task group): a push of an earlier due time
+            # cancels it.
+            with anyio.CancelScope() as scope:
+                self._sleep_scope = scope
+                self._sleep_target = math.inf if target is None else target
+                try:
+                    if target is None:
+                        await anyio.sleep_forever()
+                    else:
+                        await self._clock.sleep_until(target)
+                finally:
+                    self._sleep_scope = None
+                    self._sleep_target = -math.inf
 
-    async def _dispatch(self, due: list[Job], tg: anyio.abc.TaskGroup) -> None:
+    def _priority(self, job: Job) -> int:
+        """0: awaited, or its slot is wanted by queued jobs; 1: others; 2: timed out."""
+        if job.timed_out:
+            return 2
+        if job.awaited or self._slots[job.kind].waiting:
+            return 0
+        return 1
+
+    def _make_ready(self, item: Job | _ListPoll, priority: int, due: float) -> None:
+        heapq.heappush(self._ready, (priority, due, next(self._seq), item))
+        if self._idle:
+            self._idle.popleft().set()
+
+    def _dispatch(self, due: list[Job], now: float) -> None:
         by_kind: dict[Kind, list[Job]] = {}
         for job in due:
             by_kind.setdefault(job.kind, []).append(job)
-        now = self._clock.now()
         for kind, jobs in by_kind.items():
             if self._list_enabled[kind] and self._running[kind] > 1:
                 if self._listing[kind] or now < self._next_list[kind]:
@@ -298,31 +440,54 @@ class PollScheduler:
                     continue
                 self._listing[kind] = True
                 self._next_list[kind] = now + self._policy.list_interval
-                await self._queries.acquire()
-                tg.start_soon(self._list_poll, kind, jobs)
+                priority = min(self._priority(job) for job in jobs)
+                self._make_ready(_ListPoll(kind, jobs), priority, now)
                 continue
             for job in jobs:
-                await self._queries.acquire()
-                tg.start_soon(self._poll_one, job)
+                self._make_ready(job, self._priority(job), now)
 
-    # -- polling -----------------------------------------------------------------------------
+    # -- the workers -------------------------------------------------------------------------
 
-    async def _poll_one(self, job: Job, *, holding: bool = True) -> None:
-        if not holding:
-            await self._queries.acquire()
-        try:
-            assert job.task_id is not None
-            await self._rate.acquire()
-            self._n_queries += 1
-            job.owner.count_request("query")
-            try:
-                task = await self._api.get_task(job.kind, job.task_id)
-            except KlingError as exc:
-                await self._query_failed(job, exc)
+    async def _worker(self) -> None:
+        while True:
+            if not self._ready:
+                idle = anyio.Event()
+                self._idle.append(idle)
+                await idle.wait()
+                continue
+            item = heapq.heappop(self._ready)[3]
+            if isinstance(item, _ListPoll):
+                await self._list_poll(item.kind, item.jobs)
             else:
-                await self._observe(job, task)
-        finally:
-            self._queries.release()
+                await self._poll_one(item)
+
+    async def _saver(self) -> None:
+        while True:
+            await self._save_wanted.wait()
+            self._save_wanted = anyio.Event()
+            while self._to_load:
+                await self._load(self._to_load.popleft())
+            if self.model.added - self._saved < _SAVE_EVERY:
+                continue
+            self._saved = self.model.added
+            text = self.model.dumps()
+            for store in list(self._stores):
+                await self._save(store, text)
+
+    async def _poll_one(self, job: Job) -> None:
+        if job.phase is not Phase.RUNNING:
+            self._answered(job)
+            return
+        assert job.task_id is not None
+        await self._rate.acquire()
+        self._n_queries += 1
+        job.owner.count_request("query")
+        try:
+            task = await self._api.get_task(job.kind, job.task_id)
+        except KlingError as exc:
+            await self._query_failed(job, exc)
+        else:
+            await self._observe(job, task)
 
     async def _list_poll(self, kind: Kind, due: list[Job]) -> None:
         wanted = {job.task_id for job in due}
@@ -353,42 +518,44 @@ class PollScheduler:
                     extra={"request_id": exc.request_id},
                 )
             # Whatever broke the list, the due tasks are asked about one by one now.
-            tg = self._tg
+            now = self._clock.now()
             for job in due:
-                if job.phase is Phase.RUNNING and tg is not None:
-                    tg.start_soon(functools.partial(self._poll_one, job, holding=False))
+                self._make_ready(job, self._priority(job), now)
             return
         finally:
             self._listing[kind] = False
-            self._queries.release()
         self._list_failures[kind] = 0
         due_ids = {job.task_id for job in due}
         for task_id, task in seen.items():
             watched = self._by_task.get(task_id)
             if watched is not None and (task.status.is_terminal or task_id in due_ids):
                 await self._observe(watched, task)
-        tg = self._tg
+        now = self._clock.now()
         for job in due:
-            if job.task_id not in seen and job.phase is Phase.RUNNING and tg is not None:
+            if job.task_id not in seen:
                 # Not on the pages read (older than they reach): ask for it by id.
-                tg.start_soon(functools.partial(self._poll_one, job, holding=False))
+                self._make_ready(job, self._priority(job), now)
 
     async def _query_failed(self, job: Job, exc: KlingError) -> None:
         self._n_errors += 1
         recheck = self._answered(job)
         if exc.scope is Scope.TRANSIENT:
+            policy = self._policy
             if isinstance(exc, RateLimited):
-                self._rate.pause(
-                    min(exc.retry_after or self._policy.min_interval, self._policy.max_interval)
-                )
+                self._rate.pause(min(exc.retry_after or policy.min_interval, policy.max_interval))
             logger.info(
                 "query of task %s failed (%s); polling it again later",
                 job.task_id,
                 type(exc).__name__,
                 extra={"job_key": job.key, "task_id": job.task_id, "request_id": exc.request_id},
             )
-            if recheck:  # hinted meanwhile: soon, not at once (the server just failed)
-                self._schedule(job, self._clock.now() + self._policy.min_interval)
+            now = self._clock.now()
+            if exc.retry_after is not None and exc.retry_after > 0:
+                # The server said when to come back: then, not before (nor much later).
+                wait = min(max(exc.retry_after, policy.min_interval), policy.overdue_interval)
+                self._schedule(job, now + wait)
+            elif recheck:  # hinted meanwhile: soon, not at once (the server just failed)
+                self._schedule(job, now + policy.min_interval)
             else:
                 self._reschedule(job)
             return
@@ -410,12 +577,14 @@ class PollScheduler:
         job.polls += 1
         if task.status.is_terminal:
             await self._finish_task(job, task)
+            return
+        now = job.last_running_at = self._clock.now()
+        if recheck:
+            self._schedule(job, now)
         else:
-            job.last_running_at = self._clock.now()
-            if recheck:
-                self._schedule(job, job.last_running_at)
-            else:
-                self._reschedule(job)
+            self._reschedule(job, task.progress)
+
+    # -- when to look ------------------------------------------------------------------------
 
     def _webhook_delay(self, job: Job, now: float) -> float | None:
         """Seconds to the next safety poll of a task its webhook deliveries cover, else None.
@@ -431,26 +600,111 @@ class PollScheduler:
             return None
         return min(self.webhook_interval, resume_at - now)
 
-    def _reschedule(self, job: Job) -> None:
+    def _next_interval(self, job: Job, now: float, progress: float | None = None) -> float:
+        """Seconds from ``now`` to ``job``'s next look, within min..max interval, jittered."""
+        policy = self._policy
+        age = now - job.submitted_at
+        if progress is not None and 0.0 < progress < 1.0 and age > 0:
+            # The server's own estimate: the rest takes as long again as progress says.
+            target = age / progress
+            longest = policy.max_interval
+        else:
+            target, early = self._target_age(job, age)
+            # Before the first learned quantile nothing ends: no need for a look per max_interval.
+            longest = math.inf if early else policy.max_interval
+        interval = max(policy.min_interval, min(longest, target - age))
+        spread = policy.jitter * (2.0 * self._rng.random() - 1.0)
+        return interval * (1.0 + spread)
+
+    def _target_age(self, job: Job, age: float) -> tuple[float, bool]:
+        """The task age at which to look next, and whether it is the first learned quantile."""
+        policy = self._policy
+        sketch = self.model.distribution(job.kind, job.runtime_key)
+        if sketch is None:
+            job.cold = True
+            if not job.scout and (job.awaited or self._scouts[job.kind] < _SCOUTS):
+                job.scout = True
+                self._scouts[job.kind] += 1
+            if job.scout:
+                # A caller awaiting this one task gets the fine ladder; a batch's scouts
+                # only need to find the first run times, and grow faster.
+                growth = (
+                    policy.cold_growth if job.awaited else max(policy.cold_growth, policy.growth)
+                )
+                first = policy.cold_first * self.prior(job.kind)
+            else:  # the scouts' first run times will replan it: no look before the prior
+                first, growth = self.prior(job.kind), policy.growth
+                if age < first:
+                    return first, True
+            return max(first, age * growth), False
+        job.cold = False
+        self._unscout(job)
+        low = sketch.quantile(policy.first_quantile)
+        assert low is not None
+        if age < low:
+            return low, True
+        listing = self._list_enabled[job.kind]
+        # Past the learned tail the age grows by ``growth`` per look; with list polling
+        # a look costs nothing of its own, so the tail is watched closely too.
+        tail = math.log(policy.growth) if not listing else _LIST_TAIL_STEP
+        done = sketch.cdf(age)
+        survival = 1.0 - done
+        if survival < _TAIL:
+            return age * math.exp(tail), False
+        hazard = (sketch.cdf(age * math.exp(_HAZARD_STEP)) - done) / (_HAZARD_STEP * survival)
+        if listing:
+            # One list page answers every running task of the kind, at most one page per
+            # list_interval: denser looks cost little and refill slots sooner.
+            spacing = policy.spacing * _LIST_SPACING
+        else:
+            spacing = policy.spacing * (1.0 if self._priority(job) == 0 else policy.idle_spacing)
+            # A wide distribution would take many looks at this spacing: widen it to stay
+            # within max_looks per task (about; the tail past the learned runs on top).
+            spacing = max(spacing, sketch.look_density(low) / max(policy.max_looks - 1.0, 1.0))
+        step = tail
+        if hazard > 0:
+            step = min(step, spacing / math.sqrt(hazard))
+        return age * math.exp(step), False
+
+    def _reschedule(self, job: Job, progress: float | None = None) -> None:
         if job.phase is not Phase.RUNNING:
             return
-        policy = self._policy
-        covered = self._webhook_delay(job, self._clock.now())
+        now = self._clock.now()
+        covered = self._webhook_delay(job, now)
         if covered is not None:
             base = covered
         elif job.timed_out:
-            base = policy.overdue_interval
+            base = self._policy.overdue_interval
         else:
-            if job.next_interval <= 0:
-                job.next_interval = policy.interval * self.expected(job.kind)
-            else:
-                job.next_interval *= policy.growth
-            job.next_interval = min(
-                policy.max_interval, max(policy.min_interval, job.next_interval)
-            )
-            base = job.next_interval
-        spread = policy.jitter * (2.0 * self._rng.random() - 1.0)
-        self._schedule(job, self._clock.now() + base * (1.0 + spread))
+            self._schedule(job, now + self._next_interval(job, now, progress))
+            return
+        spread = self._policy.jitter * (2.0 * self._rng.random() - 1.0)
+        self._schedule(job, now + base * (1.0 + spread))
+
+    def _replan_cold(self, kind: Kind) -> None:
+        """The kind's distribution was just learned: tasks planned cold follow it now.
+
+        Thousands of tasks may be cold at once: the timer replans them a batch per pass.
+        """
+        self._replan.extend(job for job in self._by_task.values() if job.kind is kind and job.cold)
+        if self._sleep_scope is not None:
+            self._sleep_scope.cancel()
+            self._sleep_scope = None
+
+    def _replan_some(self) -> None:
+        now = self._clock.now()
+        for _ in range(min(_BATCH, len(self._replan))):
+            job = self._replan.popleft()
+            if (
+                job.cold
+                and not job.querying
+                and not job.timed_out
+                and job.phase is Phase.RUNNING
+                and self._webhook_delay(job, now) is None
+            ):
+                self._schedule(job, now + self._next_interval(job, now))
+
+    # -- ends --------------------------------------------------------------------------------
 
     async def _finish_task(self, job: Job, task: Task) -> None:
         now = self._clock.now()
@@ -459,9 +713,10 @@ class PollScheduler:
             and task.updated_at is not None
             and task.updated_at > task.created_at
         ):
-            self.learn(job.kind, (task.updated_at - task.created_at) / 1000 * self.time_scale)
+            seconds = (task.updated_at - task.created_at) / 1000 * self.time_scale
         else:
-            self.learn(job.kind, (job.last_running_at + now) / 2 - job.submitted_at)
+            seconds = (job.last_running_at + now) / 2 - job.submitted_at
+        self.learn(job.kind, seconds, job.runtime_key)
         if task.status is TaskStatus.SUCCEEDED:
             outcome = job.outcome(JobStatus.SUCCEEDED, self._clock.wall(), task=task)
         else:
@@ -471,7 +726,13 @@ class PollScheduler:
             outcome = job.outcome(JobStatus.FAILED, self._clock.wall(), task=task, error=error)
         await self._end(job, outcome)
 
+    def _unscout(self, job: Job) -> None:
+        if job.scout:
+            job.scout = False
+            self._scouts[job.kind] -= 1
+
     async def _end(self, job: Job, outcome: Outcome) -> None:
+        self._unscout(job)
         job.move(Phase.ENDED)
         if job.task_id is not None and self._by_task.pop(job.task_id, None) is not None:
             self._running[job.kind] -= 1

@@ -5,7 +5,7 @@ from typing import Protocol
 from .._core.models import Kind, Request
 from ._outcome import Outcome
 
-__all__ = ["BatchStore", "NullStore"]
+__all__ = ["BatchStore", "NullStore", "RuntimeModelStore"]
 
 
 class BatchStore(Protocol):
@@ -35,6 +35,23 @@ class BatchStore(Protocol):
 
     async def finished(self, outcome: Outcome) -> None:
         """The job ended (any :class:`JobStatus`)."""
+        ...
+
+
+class RuntimeModelStore(Protocol):
+    """An optional capability of a :class:`BatchStore`: keeping the learned run times.
+
+    A store that has both methods (the journal does) gets the engine's run-time model
+    when a batch starts on it and keeps it as it learns, so a resumed run, or the next
+    run on the same journal, polls from a warm model instead of the prior.
+    """
+
+    async def load_runtime_model(self) -> str | None:
+        """Return the model saved last (JSON text), or None."""
+        ...
+
+    async def save_runtime_model(self, model: str) -> None:
+        """Keep ``model`` (JSON text), replacing the one before."""
         ...
 
 
