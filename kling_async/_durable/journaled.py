@@ -10,10 +10,11 @@ jobs are sent.
 import contextlib
 import os
 
-from .._core.models import Kind
-from .._engine import Batch, JobStatus, Outcome, external_id_for
+from .._engine import Batch, Outcome
 from .bridge import JournalBatchStore, download_outcome, resume_work
 from .downloads import Downloader, file_stem
+from .postgres_db import is_postgres_url
+from .restart import restart
 from .sqlite import SqliteJournal
 from .store import JobStore, MemoryStore
 
@@ -29,6 +30,12 @@ async def prepare(
     batch_id: str | None,
 ) -> None:
     """Attach the journal and downloads to ``batch`` and queue what a resume must do."""
+    if is_postgres_url(journal):
+        from .postgres_work import prepare_postgres  # noqa: PLC0415 -- optional driver
+
+        assert isinstance(journal, str)
+        await prepare_postgres(batch, stack, journal, out_dir=out_dir, batch_id=batch_id)
+        return
     store: JobStore
     if journal is not None:
         store = await stack.enter_async_context(SqliteJournal.open(journal, batch_id=batch_id))
@@ -48,33 +55,6 @@ async def prepare(
     if journal is None:
         return
     work = resume_work(await store.resume())
-    to_download = {row.key for row, _ in work.downloads}
-    for outcome in work.outcomes:
-        batch.restore(outcome, finish=out_dir is not None and outcome.key in to_download)
-    for row, error in work.broken:
-        outcome = Outcome(
-            key=row.key,
-            kind=Kind(row.kind),
-            status=JobStatus.FAILED,
-            error=error,
-            task_id=row.task_id,
-            attempts=row.attempts,
-            queued_at=row.created_at,
-        )
-        await bridge.finished(outcome)
-        batch.restore(outcome)
-    for job in work.poll:
-        await batch.resume(
-            job.request,
-            key=job.row.key,
-            external_id=job.row.external_id or external_id_for(batch.batch_id, job.row.key),
-            task_id=job.row.task_id,
-        )
-    for job in work.reconcile:
-        await batch.resume(
-            job.request,
-            key=job.row.key,
-            external_id=job.row.external_id or external_id_for(batch.batch_id, job.row.key),
-        )
-    if work.submit:
-        batch.resume_pending((job.row.key, job.request) for job in work.submit)
+    submit = await restart(batch, bridge, work, download=out_dir is not None)
+    if submit:
+        batch.resume_pending(submit)

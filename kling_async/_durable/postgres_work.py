@@ -1,0 +1,81 @@
+"""A batch on a PostgreSQL journal: the claim loop that makes every process a worker.
+
+``client.batch(journal="postgresql://...", batch_id=ID)`` opens the batch in the
+database and runs a feed beside it that claims rows nobody alive owns (``FOR UPDATE
+SKIP LOCKED``), as many as the process has room for: running tasks are adopted and
+polled, creates that may have been sent are looked up by external id first, the rest
+are submitted. The feed ends when every row that still needs work is this process's
+own; until then it waits, so a worker that dies is replaced by the ones still running.
+"""
+
+import contextlib
+from collections.abc import AsyncIterator
+
+import anyio
+
+from .._core.models import Request
+from .._engine import Batch, Outcome
+from .bridge import JournalBatchStore, download_outcome, resume_work
+from .downloads import Downloader, file_stem
+from .postgres import PostgresJournal
+from .postgres_db import split_url
+from .records import ResumePlan
+from .restart import restart
+
+__all__ = ["prepare_postgres"]
+
+
+async def prepare_postgres(
+    batch: Batch,
+    stack: contextlib.AsyncExitStack,
+    url: str,
+    *,
+    out_dir: object,
+    batch_id: str | None,
+) -> None:
+    """Attach a PostgreSQL journal (and downloads) to ``batch`` and start claiming."""
+    conninfo, settings = split_url(url)
+    store = await stack.enter_async_context(
+        PostgresJournal.open(conninfo, batch_id=batch_id, lease=settings.lease)
+    )
+    bridge = JournalBatchStore(store, check_key=None if out_dir is None else file_stem)
+    batch.configure(batch_id=store.batch_id, store=bridge)
+    download = out_dir is not None
+    if download:
+        downloader = await stack.enter_async_context(Downloader(out_dir))  # type: ignore[arg-type]
+
+        async def finish(outcome: Outcome) -> Outcome:
+            return await download_outcome(downloader, bridge, outcome)
+
+        batch.configure(finisher=finish)
+    prefetch = settings.prefetch or max(8, 2 * sum(batch.statistics().limits.values()))
+    idle = min(0.25, settings.lease / 4)
+    batch.start_soon(batch.feed, _claims(store, batch, bridge, download, prefetch, idle))
+
+
+async def _claims(  # noqa: PLR0917 -- private, called once
+    store: PostgresJournal,
+    batch: Batch,
+    bridge: JournalBatchStore,
+    download: bool,
+    prefetch: int,
+    idle: float,
+) -> AsyncIterator[tuple[str, Request]]:
+    """Claim rows while there is room; yield the never-sent ones for ``feed`` to submit."""
+    while True:
+        if store.broken is not None:
+            raise store.broken
+        if batch.stop_reason() is not None:
+            return
+        stats = batch.statistics()
+        room = prefetch - (stats.queued + stats.submitting + stats.running)
+        if room >= max(1, prefetch // 4):
+            rows = await store.claim(room, succeeded=download)
+            if rows:
+                work = resume_work(ResumePlan.from_rows(rows))
+                for key, request in await restart(batch, bridge, work, download=download):
+                    yield key, request
+                continue
+            if await store.unclaimed(succeeded=download) == 0:
+                return
+        await anyio.sleep(idle)
