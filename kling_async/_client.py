@@ -37,6 +37,7 @@ from ._core.models import (
     Task,
 )
 from ._durable import journaled as _journaled
+from ._durable.postgres_slots import PostgresSlots, shared_slots
 from ._engine import Batch, BatchStore, Engine, EngineStatistics
 from ._webhooks.config import WebhookConfig
 from ._webhooks.receiver import WebhookReceiver, WebhookSubscription
@@ -78,6 +79,9 @@ class Client(AsyncClosing):
             Each create then carries a ``callback_url``; a task is polled slowly until a
             delivery says it ended (then it is re-queried at once) or until it runs past
             its expected time (then it is polled normally). None: polling only.
+        coordination: A ``postgresql://`` URL shared by every process of this account
+            (workers, web servers): their running tasks stay under one account limit
+            together, with one adaptive limit (``limits`` sets its start and cap).
 
     Raises:
         ValueError: No key found, or a bad ``base_url``.
@@ -96,6 +100,7 @@ class Client(AsyncClosing):
         poll: PollPolicy = DEFAULT_POLL,
         clock: Clock | None = None,
         webhook: WebhookConfig | WebhookReceiver | None = None,
+        coordination: str | None = None,
     ) -> None:
         if profile is None:
             profile = CometAPI(api_key)
@@ -119,7 +124,14 @@ class Client(AsyncClosing):
         self._transport: Transport | None = transport
         self._aiohttp: AiohttpTransport | None = None
         self._state = _State.UNOPENED
-        self._engine = Engine(self, limits=limits, backoff=backoff, poll=poll, clock=clock)
+        self._slots: PostgresSlots | None = None
+        if coordination is not None:
+            self._slots = shared_slots(
+                coordination, base_url=profile.base_url, secrets=self._secrets, limits=limits
+            )
+        self._engine = Engine(
+            self, limits=limits, backoff=backoff, poll=poll, clock=clock, slot_gate=self._slots
+        )
         self._webhook: WebhookReceiver | None
         if isinstance(webhook, WebhookConfig):
             self._webhook = WebhookReceiver(webhook, now=self._engine.clock.wall)
@@ -156,6 +168,8 @@ class Client(AsyncClosing):
             self._transport = self._aiohttp
         self._state = _State.OPEN
         try:
+            if self._slots is not None:
+                await self._slots.start()
             await self._engine.start()
             if self._webhook is not None:
                 if self._owns_webhook:
@@ -171,6 +185,8 @@ class Client(AsyncClosing):
         """Close the HTTP session and webhook receiver (if the client made them). Idempotent."""
         self._state = _State.CLOSED
         await self._engine.aclose()  # first: nothing of the engine runs after this
+        if self._slots is not None:
+            await self._slots.aclose()
         subscription, self._subscription = self._subscription, None
         if subscription is not None:
             subscription.close()

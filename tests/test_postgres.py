@@ -135,8 +135,8 @@ async def test_a_dead_holder_loses_its_claims_and_cannot_send_afterwards(
 ) -> None:
     """Claims expire with the lease; the dead holder's next SUBMITTING is refused."""
     async with (
-        PostgresJournal.open(fresh_database, batch_id="l", lease=0.4) as first,
-        PostgresJournal.open(fresh_database, batch_id="l", lease=0.4) as second,
+        PostgresJournal.open(fresh_database, batch_id="l", lease=0.4, holder="one") as first,
+        PostgresJournal.open(fresh_database, batch_id="l", lease=0.4, holder="two") as second,
     ):
         await first.enqueue((f"k{i}", "video", "f", _rec(i)) for i in range(6))
         mine = await first.claim(4)
@@ -159,7 +159,9 @@ async def test_a_dead_holder_loses_its_claims_and_cannot_send_afterwards(
 
 async def test_lease_lapse_alone_fences_the_create(fresh_database: str) -> None:
     """A holder whose lease lapsed may not write SUBMITTING even if nobody claimed the row."""
-    async with PostgresJournal.open(fresh_database, batch_id="f", lease=0.3) as journal:
+    async with PostgresJournal.open(
+        fresh_database, batch_id="f", lease=0.3, holder="fenced"
+    ) as journal:
         await journal.add("a", "video", "f", _rec(1))
         assert journal._heart is not None
         journal._heart.cancel()

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 import attrs
 
-from .postgres_db import describe_url, new_holder, open_pool
+from .postgres_db import describe_url, open_pool, process_holder
 from .records import (
     FINAL_STATES,
     ErrorRecord,
@@ -96,7 +96,13 @@ class PostgresJournal:
     """
 
     def __init__(
-        self, url: str, *, lease: float = 15.0, readonly: bool = False, retry_for: float = 10.0
+        self,
+        url: str,
+        *,
+        lease: float = 15.0,
+        readonly: bool = False,
+        retry_for: float = 10.0,
+        holder: str | None = None,
     ) -> None:
         """Prefer ``PostgresJournal.open``; this only prepares, nothing is opened yet."""
         if not lease > 0:
@@ -106,7 +112,7 @@ class PostgresJournal:
         self._lease = lease
         self._retry_for = retry_for
         self._readonly = readonly
-        self._holder = new_holder()
+        self._holder = holder or process_holder()
         self._pool: Any = None
         self._batch_id = ""
         self._options: Mapping[str, Any] = {}
@@ -134,6 +140,7 @@ class PostgresJournal:
         readonly: bool = False,
         lease: float = 15.0,
         retry_for: float = 10.0,
+        holder: str | None = None,
     ) -> AsyncIterator["PostgresJournal"]:
         """Open the batch ``batch_id`` in the database at ``url`` (created if new).
 
@@ -146,12 +153,13 @@ class PostgresJournal:
             lease: Seconds a claim lives without a heartbeat: a worker killed or cut off
                 loses its jobs to another worker this long after its last heartbeat.
             retry_for: Seconds a lost connection is retried before the journal gives up.
+            holder: The lease holder id (default: this process's, shared with its slots).
 
         Raises:
             JournalError: the server cannot be reached, holds another schema version, or
                 (``must_exist``/``readonly``) has no batch ``batch_id``.
         """
-        journal = cls(url, lease=lease, readonly=readonly, retry_for=retry_for)
+        journal = cls(url, lease=lease, readonly=readonly, retry_for=retry_for, holder=holder)
         try:
             await journal._start(batch_id, options, must_exist=must_exist or readonly)
         except BaseException:
@@ -221,11 +229,7 @@ class PostgresJournal:
                 for state, count in await cursor.fetchall():
                     self._states[JobState(state)] = count
                 if not self._readonly:
-                    await conn.execute(
-                        "INSERT INTO kling_holders (holder, expires_at)"
-                        " VALUES (%s, now() + make_interval(secs => %s))",
-                        (self._holder, self._lease),
-                    )
+                    await self._beat(conn)
         except psycopg.Error as exc:
             raise self._error(exc) from exc
         if not self._readonly:
@@ -249,11 +253,7 @@ class PostgresJournal:
             await asyncio.sleep(self._lease / 4)
             try:
                 async with self._pool.connection(timeout=self._lease / 4) as conn:
-                    await conn.execute(
-                        "UPDATE kling_holders SET expires_at = now() + make_interval(secs => %s)"
-                        " WHERE holder = %s",
-                        (self._lease, self._holder),
-                    )
+                    await self._beat(conn)
                     await conn.commit()
                 last_ok = time.monotonic()
             except (psycopg.Error, OSError, TimeoutError) as exc:
@@ -268,6 +268,15 @@ class PostgresJournal:
                         )
                     )
                     return
+
+    async def _beat(self, conn: Any) -> None:
+        # shared with the process's slot leases: the later expiry wins
+        await conn.execute(
+            "INSERT INTO kling_holders (holder, expires_at)"
+            " VALUES (%s, now() + make_interval(secs => %s)) ON CONFLICT (holder) DO UPDATE"
+            " SET expires_at = GREATEST(kling_holders.expires_at, EXCLUDED.expires_at)",
+            (self._holder, self._lease),
+        )
 
     def _break(self, error: JournalError) -> None:
         if self._broken is None:
@@ -757,12 +766,11 @@ class PostgresJournal:
         if not self._readonly and self._broken is None:
             try:
                 async with self._pool.connection(timeout=2.0) as conn, conn.transaction():
-                    # a clean exit hands the jobs over at once, not after the lease
+                    # a clean exit hands the jobs over at once, not after the lease (the
+                    # holder row stays: the process's slot leases may still use it)
                     await conn.execute(
-                        "UPDATE kling_jobs SET owner = NULL WHERE owner = %s", (self._holder,)
-                    )
-                    await conn.execute(
-                        "DELETE FROM kling_holders WHERE holder = %s", (self._holder,)
+                        "UPDATE kling_jobs SET owner = NULL WHERE batch_id = %s AND owner = %s",
+                        (self._batch_id, self._holder),
                     )
             except (psycopg.Error, OSError, TimeoutError) as exc:
                 logger.warning("could not hand back the leases (they expire): %s", exc)

@@ -24,6 +24,7 @@ __all__ = [
     "is_postgres_url",
     "new_holder",
     "open_pool",
+    "process_holder",
     "split_url",
 ]
 
@@ -111,8 +112,19 @@ def describe_url(url: str) -> str:
 
 
 def new_holder() -> str:
-    """A fresh lease holder id: host, process and a random part (unique per open)."""
+    """A fresh lease holder id: host, process and a random part."""
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+_PROCESS_HOLDER: dict[int, str] = {}
+
+
+def process_holder() -> str:
+    """This process's lease holder id: its journals and its slot leases live and die together."""
+    pid = os.getpid()
+    if pid not in _PROCESS_HOLDER:
+        _PROCESS_HOLDER[pid] = new_holder()
+    return _PROCESS_HOLDER[pid]
 
 
 async def open_pool(url: str, *, max_size: int = 4, connect_timeout: float = 10.0) -> Any:

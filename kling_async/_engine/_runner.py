@@ -26,7 +26,7 @@ from ._batch import Batch
 from ._ids import external_id_for
 from ._job import Job, Phase, TaskApi
 from ._lane import Lane, LaneStatistics
-from ._limits import RateLimiter, RateStatistics, SlotLimiter, SlotStatistics
+from ._limits import RateLimiter, RateStatistics, SlotGate, SlotLimiter, SlotStatistics
 from ._outcome import Outcome
 from ._scheduler import PollScheduler, SchedulerStatistics
 from ._store import BatchStore
@@ -101,6 +101,7 @@ class Engine(AsyncClosing):
         poll: The poll policy.
         clock: Where time is read and slept.
         seed: Seed of the jitter (None: random).
+        slot_gate: Account slots shared with other processes (None: this process alone).
     """
 
     def __init__(
@@ -112,6 +113,7 @@ class Engine(AsyncClosing):
         poll: PollPolicy = DEFAULT_POLL,
         clock: Clock | None = None,
         seed: int | None = None,
+        slot_gate: SlotGate | None = None,
     ) -> None:
         self.clock: Clock = clock if clock is not None else SystemClock()
         self.limits = limits
@@ -124,12 +126,14 @@ class Engine(AsyncClosing):
                 initial=limits.video_slots,
                 maximum=limits.max_video_slots,
                 decrease=limits.slot_decrease,
+                gate=slot_gate,
             ),
             Kind.IMAGE: SlotLimiter(
                 Kind.IMAGE,
                 initial=limits.image_slots,
                 maximum=limits.max_image_slots,
                 decrease=limits.slot_decrease,
+                gate=slot_gate,
             ),
         }
         self.rate = RateLimiter(self.clock, limits.requests_per_second, limits.burst)
