@@ -64,6 +64,7 @@ from ._core.models import VideoAspectRatio as VideoAspectRatio
 from ._durable.downloads import Downloader as Downloader
 from ._durable.downloads import DownloadStatistics as DownloadStatistics
 from ._durable.downloads import UnsafeKey as UnsafeKey
+from ._durable.postgres import PostgresJournal as PostgresJournal
 from ._durable.records import JobState as JobState
 from ._durable.records import JournalConflict as JournalConflict
 from ._durable.records import JournalError as JournalError
@@ -137,6 +138,7 @@ __all__ = [
     "Point",
     "PolicyViolation",
     "PollPolicy",
+    "PostgresJournal",
     "Profile",
     "RateLimited",
     "RejectReason",

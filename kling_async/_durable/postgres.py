@@ -19,7 +19,9 @@ from typing import Any, TypeVar
 
 import attrs
 
-from .postgres_db import describe_url, open_pool, process_holder
+from .._api.wire import request_to_record
+from .._core.models import Request
+from .postgres_db import describe_url, open_pool, process_holder, split_url
 from .records import (
     FINAL_STATES,
     ErrorRecord,
@@ -30,6 +32,7 @@ from .records import (
     JournalError,
     JournalStatistics,
     ResumePlan,
+    fingerprint,
     new_batch_id,
 )
 from .store import RowRules
@@ -138,7 +141,7 @@ class PostgresJournal:
         options: Mapping[str, Any] | None = None,
         must_exist: bool = False,
         readonly: bool = False,
-        lease: float = 15.0,
+        lease: float | None = None,
         retry_for: float = 10.0,
         holder: str | None = None,
     ) -> AsyncIterator["PostgresJournal"]:
@@ -151,7 +154,8 @@ class PostgresJournal:
             must_exist: Refuse to create the batch (a worker or a resume joins one).
             readonly: Read only (``status``): no lease, no heartbeat, writes raise.
             lease: Seconds a claim lives without a heartbeat: a worker killed or cut off
-                loses its jobs to another worker this long after its last heartbeat.
+                loses its jobs to another worker this long after its last heartbeat
+                (default: the URL's ``?kling_lease=``, else 15).
             retry_for: Seconds a lost connection is retried before the journal gives up.
             holder: The lease holder id (default: this process's, shared with its slots).
 
@@ -159,7 +163,14 @@ class PostgresJournal:
             JournalError: the server cannot be reached, holds another schema version, or
                 (``must_exist``/``readonly``) has no batch ``batch_id``.
         """
-        journal = cls(url, lease=lease, readonly=readonly, retry_for=retry_for, holder=holder)
+        url, settings = split_url(url)
+        journal = cls(
+            url,
+            lease=settings.lease if lease is None else lease,
+            readonly=readonly,
+            retry_for=retry_for,
+            holder=holder,
+        )
         try:
             await journal._start(batch_id, options, must_exist=must_exist or readonly)
         except BaseException:
@@ -598,6 +609,18 @@ class PostgresJournal:
                 return await op(conn)
 
         return await self._call(atomic)
+
+    async def enqueue_requests(self, jobs: Iterable[tuple[str, Request]]) -> int:
+        """Add ``(key, request)`` jobs for workers to claim (see :meth:`enqueue`).
+
+        Raises:
+            JournalConflict: a key is known with another request (nothing is added).
+        """
+        rows = []
+        for key, request in jobs:
+            record = request_to_record(request)
+            rows.append((key, request.kind.value, fingerprint(record), record))
+        return await self.enqueue(rows)
 
     async def mark_submitting(self, key: str, external_id: str) -> JobRecord:
         """See ``JobStore.mark_submitting``; refused once this process's lease ran out."""

@@ -34,10 +34,8 @@ async def prepare_postgres(
     batch_id: str | None,
 ) -> None:
     """Attach a PostgreSQL journal (and downloads) to ``batch`` and start claiming."""
-    conninfo, settings = split_url(url)
-    store = await stack.enter_async_context(
-        PostgresJournal.open(conninfo, batch_id=batch_id, lease=settings.lease)
-    )
+    _, settings = split_url(url)
+    store = await stack.enter_async_context(PostgresJournal.open(url, batch_id=batch_id))
     bridge = JournalBatchStore(store, check_key=None if out_dir is None else file_stem)
     batch.configure(batch_id=store.batch_id, store=bridge)
     download = out_dir is not None
