@@ -108,7 +108,7 @@ def _worker_argv(url: str, pg: str, batch: str, out: pathlib.Path, slots: int) -
     return [
         *(sys.executable, "-m", "kling_async._cli.app", "worker", "--journal", pg),
         *("--batch", batch, "--out", str(out), "--base-url", url),
-        *("--time-scale", str(SCALE), "--concurrency", str(slots), "--json"),
+        *("--time-scale", str(SCALE), "--concurrency", str(slots), "--rate", "1000", "--json"),
     ]
 
 
