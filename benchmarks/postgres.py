@@ -200,7 +200,8 @@ async def main(args: argparse.Namespace) -> None:
             print(f"   {name:16} {per_job * 1e6:9.0f} {commits:8d} {per_job / base:9.2f}x")
 
         print(
-            f"\n2. makespan, {args.jobs} jobs, account limit {args.slots} video + {args.slots} image"
+            f"\n2. makespan, {args.jobs} jobs, account limit {args.slots} video"
+            f" + {args.slots} image"
         )
         one, r1 = await makespan(server, args.jobs, 1, args.slots, args.scale)
         three, r3 = await makespan(server, args.jobs, 3, args.slots, args.scale)

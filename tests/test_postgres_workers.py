@@ -20,6 +20,7 @@ import sys
 import pytest
 
 import kling_async as ka
+from kling_async._durable.records import JobRecord
 from kling_async._engine import external_id_for
 from kling_async.simulator import LogNormal, Simulator, SimulatorConfig
 
@@ -89,14 +90,16 @@ class Worker:
             self.events.append(json.loads(raw))
 
     async def kill(self) -> None:
-        assert self.proc is not None and self.reader is not None
+        assert self.proc is not None
+        assert self.reader is not None
         await _stop(self.proc)
         await self.reader
 
-    async def wait(self, timeout: float) -> int:
-        assert self.proc is not None and self.reader is not None
+    async def wait(self, seconds: float) -> int:
+        assert self.proc is not None
+        assert self.reader is not None
         try:
-            await asyncio.wait_for(self.proc.wait(), timeout)
+            await asyncio.wait_for(self.proc.wait(), seconds)
         finally:
             await _stop(self.proc)
             await self.reader
@@ -167,6 +170,11 @@ async def test_three_workers_killed_five_times_run_every_job_once(
     async with ka.PostgresJournal.open(pg, batch_id="accept", readonly=True) as journal:
         rows = (await journal.resume()).rows()
     assert sorted(row.key for row in rows) == sorted(keys)
+    await asyncio.to_thread(_check_files, rows)
+
+
+def _check_files(rows: tuple[JobRecord, ...]) -> None:
+    """Each row is DOWNLOADED and each file it names holds the recorded sha256."""
     for row in rows:
         assert row.state is ka.JobState.DOWNLOADED, (row.key, row.state, row.error)
         assert row.files
