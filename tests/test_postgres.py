@@ -253,3 +253,47 @@ async def test_two_workers_share_one_batch_and_each_job_ends_once(
     assert len(created) == n
     assert set(created.values()) == {1}
     assert all(count > 0 for count in per_worker)
+
+
+def _cut(url: str, *, allow: bool) -> None:
+    """Close every connection to the database of ``url``; refuse new ones unless ``allow``."""
+    name = url.partition("?")[0].rsplit("/", 1)[1]
+    admin = url.replace(f"/{name}", "/postgres", 1)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f"ALTER DATABASE {name} ALLOW_CONNECTIONS {'true' if allow else 'false'}")
+        conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = %s AND pid <> pg_backend_pid()",
+            (name,),
+        )
+
+
+async def test_a_dropped_connection_is_replaced_and_nothing_is_lost(fresh_database: str) -> None:
+    """Connections killed by the server: the next writes reconnect and commit."""
+    async with PostgresJournal.open(fresh_database, batch_id="drop") as journal:
+        await journal.add("a", "video", "f", _rec(1))
+        await asyncio.to_thread(_cut, fresh_database, allow=True)
+        await journal.mark_submitting("a", "e")
+        await journal.mark_submitted("a", "t")
+        row = await journal.get("a")
+    assert row is not None
+    assert row.state is JobState.SUBMITTED
+
+
+async def test_a_lost_server_breaks_the_journal_with_a_clear_error(fresh_database: str) -> None:
+    """No connection for longer than the lease: every write raises 'lost the connection'."""
+    try:
+        async with PostgresJournal.open(
+            fresh_database, batch_id="lost", lease=0.4, retry_for=0.4
+        ) as journal:
+            await journal.add("a", "video", "f", _rec(1))
+            await asyncio.to_thread(_cut, fresh_database, allow=False)
+            for _ in range(50):
+                if journal.broken is not None:
+                    break
+                await asyncio.sleep(0.05)
+            assert journal.broken is not None
+            with pytest.raises(JournalError, match="lost the connection"):
+                await journal.mark_submitting("a", "e")
+    finally:
+        await asyncio.to_thread(_cut, fresh_database, allow=True)
