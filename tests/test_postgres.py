@@ -7,7 +7,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from kling_async._api.wire import request_to_record
+from kling_async._api.wire import request_to_record, task_to_wire
 from kling_async._durable.postgres import PostgresJournal
 from kling_async._durable.postgres_db import SCHEMA_VERSION, describe_url, split_url
 from kling_async._durable.records import (
@@ -297,3 +297,56 @@ async def test_a_lost_server_breaks_the_journal_with_a_clear_error(fresh_databas
                 await journal.mark_submitting("a", "e")
     finally:
         await asyncio.to_thread(_cut, fresh_database, allow=True)
+
+
+async def test_a_joining_batch_adopts_what_a_dead_worker_left_in_every_state(
+    fresh_database: str, tmp_path: Path
+) -> None:
+    """Running tasks are polled, sent creates looked up, successes downloaded, bad rows failed."""
+    from kling_async._engine import external_id_for  # noqa: PLC0415
+
+    bid = "adopt"
+    async with Simulator(_sim()) as sim, client_for(sim.url, sim.api_key) as client:
+        async with PostgresJournal.open(
+            fresh_database, batch_id=bid, lease=0.3, holder="dead"
+        ) as dead:
+            jobs = []
+            for i in range(6):
+                record = request_to_record(request_for(i))
+                jobs.append((f"job-{i}", request_for(i).kind.value, fingerprint(record), record))
+            jobs.append(("broken", "video", "f", {"kind": "video", "images": []}))
+            await dead.enqueue(jobs)
+            assert len(await dead.claim(10)) == 7
+            # job-0: a running task; job-1: a create that reached the server; job-2: a
+            # create that did not; job-3: ended SUCCEEDED, not downloaded; 4, 5: pending
+            for i in (0, 1, 3):
+                key = f"job-{i}"
+                task = await client.create_task(
+                    request_for(i), external_task_id=external_id_for(bid, key)
+                )
+                await dead.mark_submitting(key, external_id_for(bid, key))
+                if i == 0:
+                    await dead.mark_submitted(key, task.task_id)
+                if i == 3:
+                    await dead.mark_submitted(key, task.task_id)
+                    for _ in range(200):
+                        task = await client.get_task(request_for(i).kind, task.task_id)
+                        if task.status.is_terminal:
+                            break
+                        await asyncio.sleep(0.02)
+                    await dead.mark_terminal(key, JobState.SUCCEEDED, result=task_to_wire(task))
+            await dead.mark_submitting("job-2", external_id_for(bid, "job-2"))
+            assert dead._heart is not None
+            dead._heart.cancel()  # the worker dies
+            await asyncio.sleep(0.5)
+            async with client.batch(
+                journal=f"{fresh_database}&kling_lease=0.3", batch_id=bid, out_dir=tmp_path
+            ) as batch:
+                outcomes = {o.key: o async for o in batch}
+        created = sim.statistics().tasks_created_per_external_id
+    assert set(outcomes) == {*(f"job-{i}" for i in range(6)), "broken"}
+    assert outcomes["broken"].status is JobStatus.FAILED
+    assert all(outcomes[f"job-{i}"].status is JobStatus.SUCCEEDED for i in range(6))
+    assert all(outcomes[f"job-{i}"].files for i in range(6))
+    assert set(created.values()) == {1}
+    assert len(created) == 6

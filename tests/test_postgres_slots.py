@@ -9,6 +9,8 @@ from kling_async._core.clock import SystemClock
 from kling_async._core.config import Backoff, Limits, PollPolicy, Timeouts
 from kling_async._core.models import Kind
 from kling_async._durable.postgres_slots import PostgresSlots, account_id, shared_slots
+from kling_async._durable.records import JournalError
+from kling_async._engine._limits import SlotLimiter
 from kling_async.simulator import LogNormal, Simulator, SimulatorConfig
 from tests._journal_batch_child import SCALE, request_for
 
@@ -137,3 +139,93 @@ async def test_clients_sharing_an_account_never_exceed_its_limit_together(
     assert stats.tasks_created == 36
     assert stats.rejected_concurrency == 0
     assert all(peak <= 4 for peak in stats.peak_concurrency.values())
+
+
+class _Gate:
+    """A SlotGate that records calls and answers as told."""
+
+    def __init__(self, answer: bool | Exception = True, shared: int | None = None) -> None:
+        self.answer = answer
+        self.shared = shared
+        self.calls: list[tuple[str, Kind, int]] = []
+
+    async def acquire(self, kind: Kind, slots: int, clock: object, deadline: object) -> bool:
+        self.calls.append(("acquire", kind, slots))
+        if isinstance(self.answer, Exception):
+            raise self.answer
+        return self.answer
+
+    def release(self, kind: Kind, slots: int) -> None:
+        self.calls.append(("release", kind, slots))
+
+    def force(self, kind: Kind, slots: int) -> None:
+        self.calls.append(("force", kind, slots))
+
+    def succeeded(self, kind: Kind) -> None:
+        self.calls.append(("up", kind, 0))
+
+    def congested(self, kind: Kind) -> None:
+        self.calls.append(("down", kind, 0))
+
+    def limit(self, kind: Kind) -> int | None:
+        return self.shared
+
+
+def _limiter(gate: _Gate) -> SlotLimiter:
+    return SlotLimiter(Kind.VIDEO, initial=2, maximum=6, decrease=0.5, gate=gate)
+
+
+async def test_the_engine_takes_each_slot_from_its_gate_too() -> None:
+    """With a gate, a slot is held only when the gate grants it; the gate hears every change."""
+    clock = SystemClock()
+    gate = _Gate(shared=3)
+    limiter = _limiter(gate)
+    assert limiter.limit == 3  # the shared limit wins
+    assert await limiter.acquire(2, clock)
+    assert limiter.in_use == 2
+    limiter.force(1)
+    limiter.release(1)
+    limiter.succeeded()
+    assert limiter.congested(limiter.epoch)
+    assert not limiter.congested(limiter.epoch - 1)  # one decrease per round
+    assert [c[0] for c in gate.calls] == ["acquire", "force", "release", "up", "down"]
+    gate.shared = None
+    assert limiter.limit == 6  # the process's own cap until the gate has looked
+
+
+async def test_a_refused_or_failed_gate_gives_the_local_slot_back() -> None:
+    """A gate that says no (deadline) or raises leaves nothing held in the process."""
+    clock = SystemClock()
+    refused = _limiter(_Gate(answer=False))
+    assert not await refused.acquire(1, clock, clock.now() + 0.01)
+    assert refused.in_use == 0
+    failing = _limiter(_Gate(answer=RuntimeError("db down")))
+    with pytest.raises(RuntimeError, match="db down"):
+        await failing.acquire(1, clock)
+    assert failing.in_use == 0
+
+
+async def test_slots_survive_a_lost_connection_then_expire(fresh_database: str) -> None:
+    """Connections killed: releases are retried; a holder cut off for good breaks clearly."""
+    from tests.test_postgres import _cut  # noqa: PLC0415
+
+    clock = SystemClock()
+    slots = _slots(fresh_database, "cut", lease=0.4)
+    await slots.start()
+    try:
+        assert await slots.acquire(Kind.VIDEO, 1, clock, None)
+        await asyncio.to_thread(_cut, fresh_database, allow=True)
+        slots.release(Kind.VIDEO, 1)
+        slots.succeeded(Kind.VIDEO)
+        assert await slots.acquire(Kind.VIDEO, 2, clock, clock.now() + 5)
+        await asyncio.to_thread(_cut, fresh_database, allow=False)
+        for _ in range(60):
+            if slots._broken is not None:
+                break
+            await asyncio.sleep(0.05)
+        with pytest.raises(JournalError, match="lost the connection"):
+            await slots.acquire(Kind.IMAGE, 1, clock, None)
+    finally:
+        await asyncio.to_thread(_cut, fresh_database, allow=True)
+        await slots.aclose()
+        await slots.aclose()  # idempotent
