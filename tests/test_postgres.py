@@ -350,3 +350,25 @@ async def test_a_joining_batch_adopts_what_a_dead_worker_left_in_every_state(
     assert all(outcomes[f"job-{i}"].files for i in range(6))
     assert set(created.values()) == {1}
     assert len(created) == 6
+
+
+async def test_a_row_the_server_refuses_fails_alone(fresh_database: str) -> None:
+    """A write PostgreSQL rejects raises JournalError for its caller; later writes go on."""
+    async with PostgresJournal.open(fresh_database, batch_id="nul") as journal:
+        with pytest.raises(JournalError):
+            await journal.add("bad", "video", "f", {"prompt": "nul \x00 byte"})
+        await journal.add("good", "video", "f", _rec(1), durable=False)
+        await asyncio.sleep(0.1)  # the lazy add commits on its own
+        await journal.flush()
+        await journal.mark_submitting("good", "e")
+        await journal.mark_submitted("good", "t")
+        await journal.mark_terminal("good", JobState.SUCCEEDED, result={"task_id": "t"})
+        error = ErrorRecord(type="DownloadError", message="gone", url="https://x/y.mp4")
+        row = await journal.mark_download_failed("good", error)
+        assert row.error == error
+        assert journal.holder
+        assert await journal.get("bad") is None
+    with pytest.raises(JournalError, match="closed"):
+        await journal.flush()
+    with pytest.raises(ValueError, match="lease"):
+        PostgresJournal(fresh_database, lease=0)

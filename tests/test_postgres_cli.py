@@ -6,6 +6,7 @@ import pathlib
 
 import pytest
 
+import kling_async as ka
 from kling_async._cli.app import main
 from kling_async.simulator import Fixed, Simulator, SimulatorConfig
 
@@ -96,3 +97,23 @@ async def test_joining_an_unknown_batch_stops_with_a_clear_message(
     assert "no batch 'ghost'" in capsys.readouterr().err
     code = await asyncio.to_thread(main, ["status", fresh_database, "--batch", "ghost"])
     assert code == 2
+
+
+async def test_status_in_text_and_bad_job_files(
+    fresh_database: str, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """status prints counts per state; an invalid or unreadable job file sends nothing (exit 2)."""
+    async with __import__("kling_async").PostgresJournal.open(
+        fresh_database, batch_id="t"
+    ) as journal:
+        await journal.add("a", "video", "f", {"prompt": "x"})
+    assert await asyncio.to_thread(main, ["status", fresh_database, "--batch", "t"]) == 0
+    assert capsys.readouterr().out.strip() == "batch t: 1 PENDING"
+    monkeypatch.setenv("COMETAPI_KEY", "sk-test")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"key": "x", "kind": "video", "images": []}\n', encoding="utf-8")
+    base = ["worker", "--journal", fresh_database, "--out", str(tmp_path)]
+    assert main([*base, "--jobs", str(bad)]) == 2
+    assert "nothing is sent" in capsys.readouterr().err
+    assert main([*base, "--jobs", str(tmp_path / "missing.jsonl")]) == 2
+    assert "cannot read" in capsys.readouterr().err
