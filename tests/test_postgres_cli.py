@@ -103,9 +103,7 @@ async def test_status_in_text_and_bad_job_files(
     fresh_database: str, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
     """status prints counts per state; an invalid or unreadable job file sends nothing (exit 2)."""
-    async with __import__("kling_async").PostgresJournal.open(
-        fresh_database, batch_id="t"
-    ) as journal:
+    async with ka.PostgresJournal.open(fresh_database, batch_id="t") as journal:
         await journal.add("a", "video", "f", {"prompt": "x"})
     assert await asyncio.to_thread(main, ["status", fresh_database, "--batch", "t"]) == 0
     assert capsys.readouterr().out.strip() == "batch t: 1 PENDING"
