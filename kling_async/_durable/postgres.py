@@ -52,6 +52,15 @@ _COLUMNS = (
 _OPEN_STATES = ("PENDING", "STOPPED", "SUBMITTING", "SUBMITTED")
 # A download that failed for good waits for a resume with the user, not for another worker.
 _NOT_FAILED_DOWNLOAD = "NOT (state = 'SUCCEEDED' AND error IS NOT NULL)"
+_UPDATE = (
+    "UPDATE kling_jobs SET state = %s, external_id = %s, task_id = %s,"
+    " attempts = %s, result = %s, error = %s, files = %s, updated_at = %s,"
+    " submitted_at = %s, finished_at = %s, owner = %s"
+    " WHERE batch_id = %s AND key = %s"
+)
+_LEASE_ALIVE = (
+    " AND EXISTS (SELECT 1 FROM kling_holders h WHERE h.holder = %s AND h.expires_at > now())"
+)
 _LIVE_OWNER = (
     "(owner IS NULL OR NOT EXISTS (SELECT 1 FROM kling_holders h"
     " WHERE h.holder = kling_jobs.owner AND h.expires_at > now()))"
@@ -126,6 +135,8 @@ class PostgresJournal:
         self._closed = False
         self._broken: JournalError | None = None
         self._states: dict[JobState, int] = dict.fromkeys(JobState, 0)
+        # rows this holder owns, as last written (without their request record)
+        self._rows: dict[str, JobRecord] = {}
         self._writes = 0
         self._commits = 0
         self._largest_group = 0
@@ -499,28 +510,23 @@ class PostgresJournal:
         async def op(conn: Any) -> JobRecord:
             from psycopg.types.json import Jsonb  # noqa: PLC0415
 
-            old, owner = await self._select(conn, key)
-            if owner is not None and owner != self._holder:
-                raise JournalError(
-                    f"job {key!r} is owned by {owner} now (this process's lease ran out)"
-                )
-            if fenced:
-                cursor = await conn.execute(
-                    "SELECT expires_at > now() FROM kling_holders WHERE holder = %s",
-                    (self._holder,),
-                )
-                alive = await cursor.fetchone()
-                if alive is None or not alive[0]:
+            # A row this holder owns changes only through it: its last state is known here,
+            # so the change is one UPDATE, fenced by the owner (and, for SUBMITTING, by a
+            # live lease); zero rows updated means someone else took it.
+            old = self._rows.get(key)
+            mine = " AND owner = %s"
+            if old is None:
+                mine = " AND (owner IS NULL OR owner = %s)"  # locked by the SELECT
+                old, owner = await self._select(conn, key)
+                if owner is not None and owner != self._holder:
                     raise JournalError(
-                        f"job {key!r}: this process's lease ran out; the create is not sent"
+                        f"job {key!r} is owned by {owner} now (this process's lease ran out)"
                     )
             row = move(old)
             done = row.state in FINAL_STATES
-            await conn.execute(
-                "UPDATE kling_jobs SET state = %s, external_id = %s, task_id = %s,"
-                " attempts = %s, result = %s, error = %s, files = %s, updated_at = %s,"
-                " submitted_at = %s, finished_at = %s, owner = %s"
-                " WHERE batch_id = %s AND key = %s",
+            query = _UPDATE + mine + (_LEASE_ALIVE if fenced else "")
+            cursor = await conn.execute(
+                query,
                 (
                     row.state.value,
                     row.external_id,
@@ -535,12 +541,33 @@ class PostgresJournal:
                     None if done else self._holder,
                     self._batch_id,
                     key,
+                    self._holder,
+                    *((self._holder,) if fenced else ()),
                 ),
             )
+            if cursor.rowcount != 1:
+                self._rows.pop(key, None)
+                raise await self._refused(conn, key)
+            if done:
+                self._rows.pop(key, None)
+            else:
+                self._rows[key] = attrs.evolve(row, record={})
             self._count(old, row)
             return row
 
         return op
+
+    async def _refused(self, conn: Any, key: str) -> Exception:
+        """Say why a fenced change updated nothing."""
+        try:
+            _, owner = await self._select(conn, key, lock=False)
+        except KeyError:
+            return KeyError(key)
+        if owner is not None and owner != self._holder:
+            return JournalError(
+                f"job {key!r} is owned by {owner} now (this process's lease ran out)"
+            )
+        return JournalError(f"job {key!r}: this process's lease ran out; the create is not sent")
 
     async def add(
         self,
@@ -562,6 +589,7 @@ class PostgresJournal:
             new, known = RowRules.add(existing, key, kind, fingerprint, record)
             if new is not None:
                 await self._insert(conn, new, self._holder)
+                self._rows[key] = attrs.evolve(new, record={})
             return known
 
         return await self._call(op, durable=durable)
@@ -711,7 +739,10 @@ class PostgresJournal:
             )
             found = await cursor.fetchall()
             found.sort(key=lambda values: values[-1])
-            return [_from_db(values) for values in found]
+            rows = [_from_db(values) for values in found]
+            for row in rows:
+                self._rows[row.key] = attrs.evolve(row, record={})
+            return rows
 
         return await self._call(op)
 
