@@ -416,7 +416,9 @@ class Client(AsyncClosing):
         """Return a batch of jobs on this client (use ``async with client.batch() as batch``).
 
         Args:
-            journal: SQLite journal file that makes the batch resumable.
+            journal: SQLite journal file that makes the batch resumable, or a
+                ``postgresql://`` URL: the batch is kept there and any number of processes
+                passing the same URL and ``batch_id`` share its jobs (workers).
             out_dir: Folder where result files are downloaded as jobs succeed.
             batch_id: Part of every external task id (default: random, or the journal's).
             max_pending: Jobs accepted but not yet sent before ``submit`` waits.

@@ -9,6 +9,7 @@ own; until then it waits, so a worker that dies is replaced by the ones still ru
 """
 
 import contextlib
+import os
 from collections.abc import AsyncIterator
 
 import anyio
@@ -30,7 +31,7 @@ async def prepare_postgres(
     stack: contextlib.AsyncExitStack,
     url: str,
     *,
-    out_dir: object,
+    out_dir: "str | os.PathLike[str] | None",
     batch_id: str | None,
 ) -> None:
     """Attach a PostgreSQL journal (and downloads) to ``batch`` and start claiming."""
@@ -40,7 +41,7 @@ async def prepare_postgres(
     batch.configure(batch_id=store.batch_id, store=bridge)
     download = out_dir is not None
     if download:
-        downloader = await stack.enter_async_context(Downloader(out_dir))  # type: ignore[arg-type]
+        downloader = await stack.enter_async_context(Downloader(out_dir))
 
         async def finish(outcome: Outcome) -> Outcome:
             return await download_outcome(downloader, bridge, outcome)
