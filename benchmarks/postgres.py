@@ -155,9 +155,9 @@ async def makespan(
                 await asyncio.create_subprocess_exec(*argv, cwd=ROOT, env=_env(sim.api_key))
                 for _ in range(workers)
             ]
-            while sim.statistics().tasks_created == 0 and any(
-                p.returncode is None for p in procs
-            ):
+            for _ in range(6000):  # the first create comes within a minute
+                if sim.statistics().tasks_created or all(p.returncode is not None for p in procs):
+                    break
                 await asyncio.sleep(0.01)
             started = time.perf_counter()
             codes = [await p.wait() for p in procs]
