@@ -329,6 +329,7 @@ class PostgresJournal:
         txn_ops = 0
         waiting: list[tuple[_Op, tuple[bool, Any]]] = []
         lazy: list[tuple[_Op, tuple[bool, Any]]] = []
+        group: list[_Op] = []
         stop = False
         loop = asyncio.get_running_loop()
         try:
@@ -341,7 +342,7 @@ class PostgresJournal:
                         first = _IDLE
                 else:
                     first = await self._queue.get()
-                group: list[_Op] = []
+                group = []
                 if first is None:
                     stop = True
                 elif first is not _IDLE:
@@ -362,7 +363,8 @@ class PostgresJournal:
                 while True:
                     try:
                         if conn is None:
-                            conn = await self._pool.getconn()
+                            left = max(0.1, deadline - loop.time())
+                            conn = await self._pool.getconn(timeout=left)
                             started = loop.time()
                         outcomes = await self._run_group(conn, group)
                         break
@@ -371,7 +373,7 @@ class PostgresJournal:
                         conn = None
                         if not fresh or loop.time() >= deadline:
                             # answered lazy writes were in the lost transaction: give up
-                            raise self._error(exc) from exc
+                            raise self._lost(exc) from exc
                         logger.warning("journal connection lost, retrying: %s", exc)
                         await asyncio.sleep(0.2)
                     except psycopg.Error as exc:
@@ -412,6 +414,8 @@ class PostgresJournal:
                 await self._rollback(conn)
             error = self._broken or JournalError(f"journal at {self._where} is closed")
             self._answer([(op, (False, error)) for op, _ in waiting])
+            # the group being run when the connection was lost for good
+            self._answer([(op, (False, error)) for op in group if not op.future.done()])
             while not self._queue.empty():
                 op = self._queue.get_nowait()
                 if op is not None:
@@ -696,13 +700,31 @@ class PostgresJournal:
         return await self._call(op)
 
     async def _read(self, fn: Callable[[Any], Awaitable[_T]]) -> _T:
+        """Run a read on a pooled connection; a lost connection is retried for ``retry_for``."""
         import psycopg  # noqa: PLC0415
 
-        try:
-            async with self._pool.connection() as conn:
-                return await fn(conn)
-        except psycopg.Error as exc:
-            raise self._error(exc) from exc
+        if self._broken is not None:
+            raise self._broken
+        deadline = time.monotonic() + self._retry_for
+        while True:
+            try:
+                async with self._pool.connection(timeout=self._retry_for) as conn:
+                    return await fn(conn)
+            except psycopg.OperationalError as exc:
+                if time.monotonic() >= deadline:
+                    raise self._lost(exc) from exc
+                logger.warning("journal read failed, retrying: %s", exc)
+                await asyncio.sleep(0.2)
+            except psycopg.Error as exc:
+                raise self._error(exc) from exc
+
+    def _lost(self, exc: BaseException) -> JournalError:
+        error = JournalError(
+            f"lost the connection to PostgreSQL at {self._where} ({exc}); this process's "
+            "leases expire and another worker adopts its jobs (nothing is lost)"
+        )
+        error.__cause__ = exc
+        return error
 
     async def resume(self) -> ResumePlan:
         """Return every row of the batch in insertion order (no claim is taken)."""

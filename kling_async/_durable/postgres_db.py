@@ -148,7 +148,7 @@ async def open_pool(url: str, *, max_size: int = 4, connect_timeout: float = 10.
         min_size=1,
         max_size=max_size,
         open=False,
-        timeout=connect_timeout,
+        timeout=min(5.0, connect_timeout),
         reconnect_timeout=connect_timeout,
         check=AsyncConnectionPool.check_connection,
         name="kling-async",

@@ -133,7 +133,7 @@ class PostgresSlots:
             apply = self._tasks[2] if len(self._tasks) == 3 else None
             if apply is not None:
                 with contextlib.suppress(BaseException):
-                    await asyncio.wait_for(asyncio.shield(apply), 5)
+                    await asyncio.wait_for(asyncio.shield(apply), 1)
             for task in self._tasks:
                 task.cancel()
             for task in self._tasks:
@@ -202,7 +202,10 @@ class PostgresSlots:
         import psycopg  # noqa: PLC0415
 
         try:
-            async with self._pool.connection() as conn, conn.transaction():
+            async with (
+                self._pool.connection(timeout=self._lease) as conn,
+                conn.transaction(),
+            ):
                 cursor = await conn.execute(
                     "SELECT limit_value FROM kling_slot_limits"
                     " WHERE account = %s AND kind = %s FOR UPDATE",
@@ -254,13 +257,19 @@ class PostgresSlots:
                     group.append(op)
             if not group:
                 continue
-            for attempt in range(20):
+            # Retried while the lease lives; past it the slots expire anyway.
+            given_up = time.monotonic() + self._lease
+            attempt = 0
+            while self._broken is None:
                 try:
                     await self._apply_group(group)
                     break
                 except (psycopg.Error, OSError) as exc:
-                    logger.warning("slot coordination write failed (try %d): %s", attempt + 1, exc)
-                    await asyncio.sleep(min(2.0, 0.1 * 2**attempt))
+                    attempt += 1
+                    logger.warning("slot coordination write failed (try %d): %s", attempt, exc)
+                    if time.monotonic() >= given_up:
+                        break
+                    await asyncio.sleep(min(1.0, 0.05 * 2**attempt))
 
     async def _apply_group(self, group: list[tuple[str, Kind, int]]) -> None:
         notify: set[Kind] = set()

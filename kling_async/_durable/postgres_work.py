@@ -40,7 +40,7 @@ async def prepare_postgres(
     bridge = JournalBatchStore(store, check_key=None if out_dir is None else file_stem)
     batch.configure(batch_id=store.batch_id, store=bridge)
     download = out_dir is not None
-    if download:
+    if out_dir is not None:
         downloader = await stack.enter_async_context(Downloader(out_dir))
 
         async def finish(outcome: Outcome) -> Outcome:
