@@ -135,8 +135,8 @@ async def test_a_dead_holder_loses_its_claims_and_cannot_send_afterwards(
 ) -> None:
     """Claims expire with the lease; the dead holder's next SUBMITTING is refused."""
     async with (
-        PostgresJournal.open(fresh_database, batch_id="l", lease=0.4, holder="one") as first,
-        PostgresJournal.open(fresh_database, batch_id="l", lease=0.4, holder="two") as second,
+        PostgresJournal.open(fresh_database, batch_id="l", lease=1.0, holder="one") as first,
+        PostgresJournal.open(fresh_database, batch_id="l", lease=1.0, holder="two") as second,
     ):
         await first.enqueue((f"k{i}", "video", "f", _rec(i)) for i in range(6))
         mine = await first.claim(4)
@@ -148,7 +148,7 @@ async def test_a_dead_holder_loses_its_claims_and_cannot_send_afterwards(
         assert await second.unclaimed() == 4
         assert first._heart is not None
         first._heart.cancel()  # the first process "dies": no more heartbeats
-        await asyncio.sleep(0.6)
+        await asyncio.sleep(1.3)
         adopted = await second.claim(10)
         # running tasks first, then creates that may have been sent, then the rest
         assert [row.key for row in adopted] == ["k0", "k1", "k2", "k3"]
@@ -340,7 +340,7 @@ async def test_a_joining_batch_adopts_what_a_dead_worker_left_in_every_state(
             dead._heart.cancel()  # the worker dies
             await asyncio.sleep(0.5)
             async with client.batch(
-                journal=f"{fresh_database}&kling_lease=0.3", batch_id=bid, out_dir=tmp_path
+                journal=f"{fresh_database}&kling_lease=2", batch_id=bid, out_dir=tmp_path
             ) as batch:
                 outcomes = {o.key: o async for o in batch}
         created = sim.statistics().tasks_created_per_external_id

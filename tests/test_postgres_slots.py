@@ -210,7 +210,7 @@ async def test_slots_survive_a_lost_connection_then_expire(fresh_database: str) 
     from tests.test_postgres import _cut  # noqa: PLC0415
 
     clock = SystemClock()
-    slots = _slots(fresh_database, "cut", lease=0.4)
+    slots = _slots(fresh_database, "cut", lease=1.0)
     await slots.start()
     try:
         assert await slots.acquire(Kind.VIDEO, 1, clock, None)

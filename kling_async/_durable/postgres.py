@@ -313,7 +313,7 @@ class PostgresJournal:
             raise self._broken
         if self._readonly:
             raise JournalError(f"journal at {self._where} is open read-only")
-        if self._closed or self._writer is None:
+        if self._closed or self._writer is None or self._writer.done():
             raise JournalError(f"journal at {self._where} is closed")
         future: asyncio.Future[_T] = asyncio.get_running_loop().create_future()
         self._queued += 1
@@ -409,6 +409,9 @@ class PostgresJournal:
                     self._answer(done)
         except JournalError as exc:
             self._broken = self._broken or exc
+        except Exception as exc:  # a bug or an unexpected driver error: refuse all work
+            self._broken = self._broken or self._error(exc)
+            raise
         finally:
             if conn is not None:
                 await self._rollback(conn)
