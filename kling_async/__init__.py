@@ -73,6 +73,7 @@ from ._durable.downloads import DownloadLimits as DownloadLimits
 from ._durable.downloads import DownloadStatistics as DownloadStatistics
 from ._durable.downloads import UnsafeKey as UnsafeKey
 from ._durable.downloads import check_job_key as check_job_key
+from ._durable.postgres import PostgresJournal as PostgresJournal
 from ._durable.records import ErrorRecord as ErrorRecord
 from ._durable.records import FileRecord as FileRecord
 from ._durable.records import JobRecord as JobRecord
@@ -168,6 +169,7 @@ __all__ = [
     "Point",
     "PolicyViolation",
     "PollPolicy",
+    "PostgresJournal",
     "Profile",
     "RateLimited",
     "RateStatistics",

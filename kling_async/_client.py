@@ -40,6 +40,7 @@ from ._core.models import (
 from ._core.redact import Redactor, remember_secrets
 from ._durable import journaled as _journaled
 from ._durable.downloads import DownloadLimits
+from ._durable.postgres_slots import PostgresSlots, shared_slots
 from ._engine import Batch, BatchStore, Engine, EngineStatistics
 from ._webhooks.config import WebhookConfig
 from ._webhooks.receiver import WebhookReceiver, WebhookSubscription
@@ -90,6 +91,9 @@ class Client:
             bounds every profile shares and the image rules are still checked.
         server_time_scale: Client seconds per server second, for run times read from the
             server's timestamps (1 except against a time-scaled simulator).
+        coordination: A ``postgresql://`` URL shared by every process of this account
+            (workers, web servers): their running tasks stay under one account limit
+            together, with one adaptive limit (``limits`` sets its start and cap).
 
     Raises:
         ValueError: No key found, or a bad ``base_url``.
@@ -110,6 +114,7 @@ class Client:
         webhook: WebhookConfig | WebhookReceiver | None = None,
         strict_rules: bool = True,
         server_time_scale: float = 1.0,
+        coordination: str | None = None,
     ) -> None:
         if profile is None:
             profile = CometAPI(api_key)
@@ -132,6 +137,14 @@ class Client:
         self._transport: Transport | None = transport
         self._aiohttp: AiohttpTransport | None = None
         self._state = _State.UNOPENED
+        self._slots: PostgresSlots | None = None
+        if coordination is not None:
+            self._slots = shared_slots(
+                coordination,
+                base_url=profile.base_url,
+                secrets=[secret for secret in secrets if secret],
+                limits=limits,
+            )
         self._tasks = Tasks(self)
         self._engine = Engine(
             _EngineCalls(self),
@@ -140,6 +153,7 @@ class Client:
             poll=poll,
             clock=clock,
             server_time_scale=server_time_scale,
+            slot_gate=self._slots,
         )
         self._webhook: WebhookReceiver | None
         if isinstance(webhook, WebhookConfig):
@@ -184,6 +198,8 @@ class Client:
             self._transport = self._aiohttp
         self._state = _State.OPEN
         try:
+            if self._slots is not None:
+                await self._slots.start()
             await self._engine.start()
             if self._webhook is not None:
                 if self._owns_webhook:
@@ -204,6 +220,8 @@ class Client:
         """Close the HTTP session and webhook receiver (if the client made them). Idempotent."""
         self._state = _State.CLOSED
         await self._engine.aclose()  # first: nothing of the engine runs after this
+        if self._slots is not None:
+            await self._slots.aclose()
         subscription, self._subscription = self._subscription, None
         if subscription is not None:
             subscription.close()
@@ -324,7 +342,9 @@ class Client:
         """Return a batch of jobs on this client (use ``async with client.batch() as batch``).
 
         Args:
-            journal: SQLite journal file that makes the batch resumable.
+            journal: SQLite journal file that makes the batch resumable, or a
+                ``postgresql://`` URL: the batch is kept there and any number of processes
+                passing the same URL and ``batch_id`` share its jobs (workers).
             out_dir: Folder where result files are downloaded as jobs succeed.
             batch_id: Part of every external task id (default: random, or the journal's).
             max_pending: Jobs accepted but not yet sent before ``submit`` waits.

@@ -7,6 +7,8 @@ import aiohttp
 import pytest
 from blockbuster import BlockBuster, blockbuster_ctx
 
+from tests._postgres_helpers import fresh_database, postgres_url  # noqa: F401 -- fixtures
+
 DEFAULT_GUARDED = ("kling_async._engine", "kling_async._core.clock")
 
 

@@ -26,6 +26,7 @@ from typing import Final
 from rich.console import Console
 
 from . import commands as run
+from . import worker
 from .jobs import PROFILE_RULES, load_jobs
 from .progress import Display, make_display
 
@@ -177,10 +178,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run_parser.add_argument(
         "--journal",
-        type=pathlib.Path,
+        type=worker.journal_arg,
         metavar="FILE",
-        help="the run's journal, for resume (default DIR/journal.sqlite)",
+        help="the run's journal, for resume (default DIR/journal.sqlite); a postgresql:// "
+        "URL keeps the run in PostgreSQL, where `kling-async worker` processes join it",
     )
+    run_parser.add_argument("--batch", metavar="ID", help="batch id in a PostgreSQL journal")
     run_parser.add_argument(
         "--skip-invalid",
         action="store_true",
@@ -197,8 +200,10 @@ def build_parser() -> argparse.ArgumentParser:
         "first run unless given again.",
     )
     resume_parser.add_argument(
-        "journal", type=pathlib.Path, metavar="JOURNAL", help="the journal of the run"
+        "journal", type=worker.journal_arg, metavar="JOURNAL", help="the journal of the run"
     )
+    resume_parser.add_argument("--batch", metavar="ID", help="batch id in a PostgreSQL journal")
+    resume_parser.add_argument("--out", "-o", type=pathlib.Path, metavar="DIR")
     _add_run_flags(resume_parser, resume=True)
     resume_parser.set_defaults(handler=_cmd_resume)
 
@@ -208,10 +213,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Show the jobs of a run's journal by state, without any network call.",
     )
     status_parser.add_argument(
-        "journal", type=pathlib.Path, metavar="JOURNAL", help="the journal of the run"
+        "journal", type=worker.journal_arg, metavar="JOURNAL", help="the journal of the run"
     )
+    status_parser.add_argument("--batch", metavar="ID", help="batch id in a PostgreSQL journal")
     status_parser.add_argument("--json", action="store_true", help="print one JSON object")
     status_parser.set_defaults(handler=_cmd_status)
+
+    worker.add_worker_parser(commands, _add_run_flags)
 
     validate_parser = commands.add_parser(
         "validate",
@@ -305,6 +313,8 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    if isinstance(args.journal, str):
+        return worker.run_postgres(args)
     display, _ = _display(args)
     settings = run.RunSettings(
         jobs=args.jobs.resolve(),
@@ -324,6 +334,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_resume(args: argparse.Namespace) -> int:
+    if isinstance(args.journal, str):
+        if args.out is None:
+            print("kling-async: give --out DIR with a postgresql:// journal", file=sys.stderr)
+            return run.EXIT_USAGE
+        args.jobs = None
+        return worker.work_command(args)
     display, _ = _display(args)
     overrides = {
         name: getattr(args, name)
@@ -346,6 +362,8 @@ def _cmd_resume(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
+    if isinstance(args.journal, str):
+        return worker.status_postgres(args.journal, args.batch, json_output=args.json)
     return run.status_command(args.journal, json_output=args.json)
 
 

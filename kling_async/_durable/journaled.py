@@ -13,10 +13,8 @@ import os
 import pathlib
 
 import anyio
-import attrs
 
-from .._core.models import Kind
-from .._engine import BatchControl, JobStatus, Outcome, external_id_for
+from .._engine import BatchControl, Outcome
 from .anchor import anchor_path
 from .bridge import JournalBatchStore, download_outcome, resume_work
 from .downloads import (
@@ -26,7 +24,9 @@ from .downloads import (
     DownloadLimits,
     file_stem,
 )
+from .postgres_db import is_postgres_url
 from .records import JournalError
+from .restart import restart
 from .sqlite import SqliteJournal
 from .store import JobStore, MemoryStore
 
@@ -43,6 +43,12 @@ async def prepare(
     downloads: DownloadLimits | None = None,
 ) -> None:
     """Attach the journal and downloads to a batch (through ``control``); queue the resume."""
+    if is_postgres_url(journal):
+        from .postgres_work import prepare_postgres  # noqa: PLC0415 -- optional driver
+
+        assert isinstance(journal, str)
+        await prepare_postgres(control, stack, journal, out_dir=out_dir, batch_id=batch_id)
+        return
     store: JobStore
     recovering = False
     if journal is not None:
@@ -75,45 +81,11 @@ async def prepare(
     if journal is None:
         return
     work = resume_work(await store.resume())
-    to_download = {row.key for row, _ in work.downloads}
-    for ended in work.outcomes:
-        outcome = ended
-        if out_dir is not None and ended.files:
-            # files are where the output folder is now, even if it was moved since
-            here = pathlib.Path(out_dir)
-            outcome = attrs.evolve(ended, files=tuple(here / f.name for f in ended.files))
-        control.restore(outcome, finish=out_dir is not None and outcome.key in to_download)
-    for row, error in work.broken:
-        outcome = Outcome(
-            key=row.key,
-            kind=Kind(row.kind),
-            status=JobStatus.FAILED,
-            error=error,
-            task_id=row.task_id,
-            attempts=row.attempts,
-            queued_at=row.created_at,
-        )
-        await bridge.finished(outcome)
-        control.restore(outcome)
-    for job in work.poll:
-        await control.resume(
-            job.request,
-            key=job.row.key,
-            external_id=job.row.external_id or external_id_for(control.batch_id, job.row.key),
-            task_id=job.row.task_id,
-        )
-    if recovering:
-        for job in work.submit:  # PENDING may be a lost SUBMITTING: look it up first
-            external_id = external_id_for(control.batch_id, job.row.key)
-            await store.mark_submitting(job.row.key, external_id)
-    for job in (*work.reconcile, *(work.submit if recovering else ())):
-        await control.resume(
-            job.request,
-            key=job.row.key,
-            external_id=job.row.external_id or external_id_for(control.batch_id, job.row.key),
-        )
-    if work.submit and not recovering:
-        control.resume_pending((job.row.key, job.request) for job in work.submit)
+    submit = await restart(
+        control, bridge, work, out_dir=out_dir, recover_from=store if recovering else None
+    )
+    if submit:
+        control.resume_pending(submit)
 
 
 _RESULTS_FILES = frozenset({"results.jsonl"})

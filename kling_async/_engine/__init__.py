@@ -4,7 +4,7 @@ from ._batch import Batch, BatchControl, BatchProducer
 from ._ids import MAX_EXTERNAL_ID, external_id_for
 from ._job import TaskApi
 from ._lane import LaneStatistics
-from ._limits import RateStatistics, SlotStatistics
+from ._limits import RateStatistics, SlotGate, SlotStatistics
 from ._outcome import BatchStatistics, JobStatus, Outcome
 from ._runner import Engine, EngineStatistics
 from ._scheduler import SchedulerStatistics
@@ -25,6 +25,7 @@ __all__ = [
     "Outcome",
     "RateStatistics",
     "SchedulerStatistics",
+    "SlotGate",
     "SlotStatistics",
     "TaskApi",
     "external_id_for",

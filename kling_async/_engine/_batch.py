@@ -619,6 +619,9 @@ class BatchControl:
         self.reconcile_new_jobs = batch._reconcile_new_jobs
         self.resume_pending = batch._resume_pending
         self.resume = batch._resume
+        self.feed = batch.feed
+        self.statistics = batch.statistics
+        self.stop_reason = batch.stop_reason
 
     @property
     def batch_id(self) -> str:

@@ -2,6 +2,7 @@
 
 import collections
 import logging
+from typing import Protocol
 
 import anyio
 import attrs
@@ -9,7 +10,7 @@ import attrs
 from .._core.clock import Clock, wait_event_until
 from .._core.models import Kind
 
-__all__ = ["RateLimiter", "RateStatistics", "SlotLimiter", "SlotStatistics"]
+__all__ = ["RateLimiter", "RateStatistics", "SlotGate", "SlotLimiter", "SlotStatistics"]
 
 logger = logging.getLogger("kling_async")
 
@@ -29,6 +30,40 @@ class SlotStatistics:
     """1303 answers counted (a burst in one round lowers the limit once)."""
 
 
+class SlotGate(Protocol):
+    """Account slots shared with other processes of the account (the engine's seam).
+
+    A slot limiter with a gate takes each slot from the gate after its own queue: the
+    gate holds the account-wide limit and its adaptive state; the limiter keeps the
+    order of this process's waiters. ``release``, ``force``, ``succeeded`` and
+    ``congested`` must not block (a gate queues the work and does it in order).
+    """
+
+    async def acquire(self, kind: Kind, slots: int, clock: Clock, deadline: float | None) -> bool:
+        """Wait for ``slots`` of ``kind`` account-wide; False when ``deadline`` came first."""
+        ...
+
+    def release(self, kind: Kind, slots: int) -> None:
+        """Give back ``slots`` taken by ``acquire`` or ``force``."""
+        ...
+
+    def force(self, kind: Kind, slots: int) -> None:
+        """Count ``slots`` as held now, over the limit if need be (a task known to run)."""
+        ...
+
+    def succeeded(self, kind: Kind) -> None:
+        """A task of ``kind`` was created: the shared limit may grow."""
+        ...
+
+    def congested(self, kind: Kind) -> None:
+        """The server said 1303: lower the shared limit."""
+        ...
+
+    def limit(self, kind: Kind) -> int | None:
+        """The shared limit last seen (None before the first look)."""
+        ...
+
+
 class SlotLimiter:
     """The account's running-task slots of one kind, with an adaptive limit (AIMD).
 
@@ -37,11 +72,24 @@ class SlotLimiter:
     multiplies it by ``decrease``, at most once per round (a burst of 1303s answering
     creates admitted under one limit is one signal). Never above ``maximum``, never
     below 1. Waiters are served first come, first served.
+
+    With a ``gate`` (slots shared by many processes), this process's own limit is the
+    ``maximum`` and every slot is also taken from the gate, which keeps the adaptive
+    limit for the whole account.
     """
 
-    def __init__(self, kind: Kind, *, initial: int, maximum: int, decrease: float) -> None:
+    def __init__(
+        self,
+        kind: Kind,
+        *,
+        initial: int,
+        maximum: int,
+        decrease: float,
+        gate: SlotGate | None = None,
+    ) -> None:
         self.kind = kind
-        self._limit = float(initial)
+        self._gate = gate
+        self._limit = float(initial if gate is None else maximum)
         self._maximum = maximum
         self._decrease = decrease
         self._in_use = 0
@@ -54,7 +102,15 @@ class SlotLimiter:
 
     @property
     def limit(self) -> int:
-        """The current limit, in whole slots."""
+        """The current limit, in whole slots (the shared one, with a gate)."""
+        if self._gate is not None:
+            shared = self._gate.limit(self.kind)
+            if shared is not None:
+                return shared
+        return self._own_limit
+
+    @property
+    def _own_limit(self) -> int:
         return max(1, int(self._limit))
 
     @property
@@ -74,7 +130,7 @@ class SlotLimiter:
 
     def _fits(self, slots: int) -> bool:
         # A task wider than the whole limit may still run alone, or it would never run.
-        return self._in_use + slots <= self.limit or self._in_use == 0
+        return self._in_use + slots <= self._own_limit or self._in_use == 0
 
     def acquire_nowait(self, slots: int) -> bool:
         """Take ``slots`` if they are free and nobody waits before us."""
@@ -89,6 +145,20 @@ class SlotLimiter:
         Returns:
             True when the slots are held, False when ``deadline`` came first.
         """
+        if not await self._acquire_own(slots, clock, deadline):
+            return False
+        if self._gate is None:
+            return True
+        try:
+            granted = await self._gate.acquire(self.kind, slots, clock, deadline)
+        except BaseException:
+            self._release_own(slots)
+            raise
+        if not granted:
+            self._release_own(slots)
+        return granted
+
+    async def _acquire_own(self, slots: int, clock: Clock, deadline: float | None) -> bool:
         if self.acquire_nowait(slots):
             return True
         event = anyio.Event()
@@ -113,9 +183,16 @@ class SlotLimiter:
     def force(self, slots: int) -> None:
         """Count ``slots`` as held now, even over the limit (a task known to be running)."""
         self._in_use += slots
+        if self._gate is not None:
+            self._gate.force(self.kind, slots)
 
     def release(self, slots: int) -> None:
         """Give back ``slots`` (the task ended, or the create did not create it)."""
+        if self._gate is not None:
+            self._gate.release(self.kind, slots)
+        self._release_own(slots)
+
+    def _release_own(self, slots: int) -> None:
         self._in_use = max(0, self._in_use - slots)
         self._wake()
 
@@ -127,6 +204,9 @@ class SlotLimiter:
 
     def succeeded(self) -> None:
         """A task of this kind ended: raise the limit if it was the bottleneck."""
+        if self._gate is not None:
+            self._gate.succeeded(self.kind)
+            return
         if self._limit >= self._maximum:
             return
         if not self._waiters and self._in_use < self.limit - 1:
@@ -150,6 +230,10 @@ class SlotLimiter:
         if epoch != self._epoch:
             return False
         self._epoch += 1
+        if self._gate is not None:
+            self._gate.congested(self.kind)
+            self._decreases += 1
+            return True
         before = self.limit
         self._limit = max(1.0, min(self._limit, float(self._in_use)) * self._decrease)
         self._decreases += 1

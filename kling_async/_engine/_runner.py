@@ -28,7 +28,7 @@ from ._batch import Batch, Prepare
 from ._ids import external_id_for
 from ._job import Job, Phase, TaskApi
 from ._lane import Lane, LaneStatistics
-from ._limits import RateLimiter, RateStatistics, SlotLimiter, SlotStatistics
+from ._limits import RateLimiter, RateStatistics, SlotGate, SlotLimiter, SlotStatistics
 from ._outcome import Outcome
 from ._scheduler import PollScheduler, SchedulerStatistics
 from ._store import BatchStore
@@ -105,6 +105,7 @@ class Engine:
         seed: Seed of the jitter (None: random).
         server_time_scale: Client seconds per server second, for run times read from the
             server's timestamps (1 except against a time-scaled simulator).
+        slot_gate: Account slots shared with other processes (None: this process alone).
     """
 
     def __init__(
@@ -117,6 +118,7 @@ class Engine:
         clock: Clock | None = None,
         seed: int | None = None,
         server_time_scale: float = 1.0,
+        slot_gate: SlotGate | None = None,
     ) -> None:
         if not server_time_scale > 0:
             raise ValueError(f"server_time_scale must be > 0, got {server_time_scale!r}")
@@ -131,12 +133,14 @@ class Engine:
                 initial=limits.video_slots,
                 maximum=limits.max_video_slots,
                 decrease=limits.slot_decrease,
+                gate=slot_gate,
             ),
             Kind.IMAGE: SlotLimiter(
                 Kind.IMAGE,
                 initial=limits.image_slots,
                 maximum=limits.max_image_slots,
                 decrease=limits.slot_decrease,
+                gate=slot_gate,
             ),
         }
         self.rate = RateLimiter(self.clock, limits.requests_per_second, limits.burst)
