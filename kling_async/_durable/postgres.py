@@ -756,11 +756,14 @@ class PostgresJournal:
             cursor = await conn.execute(
                 f"WITH c AS (SELECT key FROM kling_jobs WHERE batch_id = %s"  # noqa: S608
                 f" AND state = ANY(%s) AND {_LIVE_OWNER} AND {_NOT_FAILED_DOWNLOAD}"
+                # never this holder's own rows: after a late heartbeat its lease may read
+                # as lapsed, but those jobs are already in its batch
+                " AND owner IS DISTINCT FROM %s"
                 " ORDER BY CASE state WHEN 'SUBMITTED' THEN 0 WHEN 'SUBMITTING' THEN 1"
                 " ELSE 2 END, seq LIMIT %s FOR UPDATE SKIP LOCKED)"
                 " UPDATE kling_jobs j SET owner = %s FROM c"
                 f" WHERE j.batch_id = %s AND j.key = c.key RETURNING {_prefixed('j.')}, j.seq",
-                (self._batch_id, states, limit, self._holder, self._batch_id),
+                (self._batch_id, states, self._holder, limit, self._holder, self._batch_id),
             )
             found = await cursor.fetchall()
             found.sort(key=lambda values: values[-1])
