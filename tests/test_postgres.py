@@ -157,6 +157,23 @@ async def test_a_dead_holder_loses_its_claims_and_cannot_send_afterwards(
         assert await second.unclaimed() == 0
 
 
+async def test_one_batch_closing_leaves_the_rows_another_batch_of_its_process_holds(
+    fresh_database: str,
+) -> None:
+    """Two journals of one process (one holder): closing one hands back only its own rows."""
+    async with PostgresJournal.open(fresh_database, batch_id="p") as first:
+        await first.enqueue((f"k{i}", "video", "f", _rec(i)) for i in range(6))
+        assert [row.key for row in await first.claim(3)] == ["k0", "k1", "k2"]
+        async with PostgresJournal.open(fresh_database, batch_id="p") as second:
+            assert second.holder == first.holder
+            assert [row.key for row in await second.claim(10)] == ["k3", "k4", "k5"]
+        # the second's clean exit released k3..k5, never the first's k0..k2
+        async with PostgresJournal.open(fresh_database, batch_id="p", holder="other") as third:
+            assert [row.key for row in await third.claim(10)] == ["k3", "k4", "k5"]
+            assert [row.key for row in await first.claim(10)] == []
+        await first.mark_submitting("k0", "e0")  # still the first's: the fence lets it pass
+
+
 async def test_lease_lapse_alone_fences_the_create(fresh_database: str) -> None:
     """A holder whose lease lapsed may not write SUBMITTING even if nobody claimed the row."""
     async with PostgresJournal.open(

@@ -848,11 +848,14 @@ class PostgresJournal:
         if not self._readonly and self._broken is None:
             try:
                 async with self._pool.connection(timeout=2.0) as conn, conn.transaction():
-                    # a clean exit hands the jobs over at once, not after the lease (the
-                    # holder row stays: the process's slot leases may still use it)
+                    # a clean exit hands its jobs over at once, not after the lease (the
+                    # holder row stays: the process's slot leases may still use it). Only
+                    # the rows this journal holds: the holder is the process's, and another
+                    # batch of this process may be working on the same batch's other rows.
                     await conn.execute(
-                        "UPDATE kling_jobs SET owner = NULL WHERE batch_id = %s AND owner = %s",
-                        (self._batch_id, self._holder),
+                        "UPDATE kling_jobs SET owner = NULL WHERE batch_id = %s AND owner = %s"
+                        " AND key = ANY(%s)",
+                        (self._batch_id, self._holder, list(self._rows)),
                     )
             except (psycopg.Error, OSError, TimeoutError) as exc:
                 logger.warning("could not hand back the leases (they expire): %s", exc)
