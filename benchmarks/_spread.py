@@ -137,7 +137,12 @@ def client_for(url: str, key: str, spread: Spread, scale: float, *, lists: bool)
         max_image_slots=LIMIT,
     )
     return Client(
-        api_key=key, base_url=url, limits=limits, poll=poll, backoff=Backoff().scaled(scale)
+        api_key=key,
+        base_url=url,
+        limits=limits,
+        poll=poll,
+        backoff=Backoff().scaled(scale),
+        server_time_scale=scale,  # run times come from the peer's scaled timestamps
     )
 
 
